@@ -1,0 +1,2 @@
+def running_bootstrap():
+    return None

@@ -1,0 +1,190 @@
+"""The frame message: encoding, validation on decode, and batch decoding.
+
+A frame is one pose seen by a camera: ``{"schema": 1, "id": int, "kps": [34 floats], "ts": epoch ms}``
+plus optional fields (``source``, ``sequence``, ``frame_idx``, ``scores``, ``gt`` ...). Unknown fields
+are kept untouched so that producers can be upgraded before consumers.
+
+Bad input is data, not an exception in the poll loop: :func:`decode_batch` splits a batch into the
+frames that validated and the ones that did not, each with a precise :class:`FrameError`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from edgeloop.errors import EdgeloopError
+
+SCHEMA_VERSION = 1
+N_KEYPOINTS = 17
+N_COORDS = 2 * N_KEYPOINTS
+KEYPOINT_NAMES = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+)  # fmt: skip
+# Bones of the COCO-17 skeleton, for drawing.
+SKELETON = (
+    (0, 1), (0, 2), (1, 3), (2, 4), (5, 6), (5, 7), (7, 9), (6, 8), (8, 10),
+    (5, 11), (6, 12), (11, 12), (11, 13), (13, 15), (12, 14), (14, 16),
+)  # fmt: skip
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+DEFAULT_MAX_EXTRA_FIELDS = 32
+# Ids above this cannot be stored exactly in the int64 arrays the hot path uses.
+MAX_ID = 2**63 - 1
+
+
+class FrameError(EdgeloopError):
+    """A message that is not a valid frame.
+
+    ``reason`` is a short, bounded code (used as a metric label and a dead-letter header);
+    the message says exactly what was wrong.
+    """
+
+    REASONS = (
+        "oversized",
+        "empty",
+        "not_json",
+        "not_object",
+        "missing_id",
+        "bad_id",
+        "missing_kps",
+        "bad_kps_length",
+        "non_numeric",
+        "non_finite",
+        "bad_ts",
+        "bad_scores",
+        "too_many_fields",
+        "unsupported_schema",
+    )
+
+    def __init__(self, reason: str, message: str) -> None:
+        assert reason in self.REASONS, reason
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class FrameLimits:
+    """Input limits applied on decode."""
+
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_extra_fields: int = DEFAULT_MAX_EXTRA_FIELDS
+
+
+KNOWN_FIELDS = frozenset(
+    {"schema", "id", "kps", "ts", "source", "sequence", "frame_idx", "scores", "gt", "class", "frame_wh"}
+)
+
+
+def encode_frame(frame: dict[str, Any]) -> bytes:
+    """Encode a frame as JSON bytes, adding ``schema`` when it is absent."""
+    if "schema" not in frame:
+        frame = {"schema": SCHEMA_VERSION, **frame}
+    return orjson.dumps(frame, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def validate_frame(obj: Any, limits: FrameLimits = FrameLimits()) -> dict[str, Any]:
+    """Check a decoded JSON value against the frame schema and return it.
+
+    Raises :class:`FrameError` naming the first problem found.
+    """
+    if not isinstance(obj, dict):
+        raise FrameError("not_object", f"a frame must be a JSON object, got {type(obj).__name__}")
+    schema = obj.get("schema", SCHEMA_VERSION)
+    if schema != SCHEMA_VERSION:
+        raise FrameError("unsupported_schema", f"frame schema {schema!r} is not supported (expected 1)")
+    if "id" not in obj:
+        raise FrameError("missing_id", "frame has no 'id'")
+    frame_id = obj["id"]
+    if isinstance(frame_id, bool) or not isinstance(frame_id, int):
+        raise FrameError("bad_id", f"'id' must be an integer, got {type(frame_id).__name__}")
+    if frame_id < 0 or frame_id > MAX_ID:
+        raise FrameError("bad_id", f"'id' must be in [0, 2**63-1], got {frame_id}")
+    if "kps" not in obj:
+        raise FrameError("missing_kps", "frame has no 'kps'")
+    _check_numbers(obj["kps"], N_COORDS, "kps", "bad_kps_length")
+    if "ts" in obj:
+        ts = obj["ts"]
+        if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts) or ts < 0:
+            raise FrameError("bad_ts", f"'ts' must be a non-negative epoch in ms, got {ts!r}")
+    if obj.get("scores") is not None:
+        _check_numbers(obj["scores"], N_KEYPOINTS, "scores", "bad_scores")
+    extra = len(obj.keys() - KNOWN_FIELDS)
+    if extra > limits.max_extra_fields:
+        raise FrameError(
+            "too_many_fields", f"frame has {extra} unknown fields, more than the limit {limits.max_extra_fields}"
+        )
+    return obj
+
+
+def _check_numbers(values: Any, length: int, name: str, length_reason: str) -> None:
+    if not isinstance(values, list):
+        raise FrameError(length_reason, f"'{name}' must be a list of {length} numbers, got {type(values).__name__}")
+    if len(values) != length:
+        raise FrameError(length_reason, f"'{name}' must have {length} numbers, got {len(values)}")
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise FrameError("non_numeric", f"'{name}'[{i}] is not a number: {v!r}")
+        if not math.isfinite(v):
+            raise FrameError("non_finite", f"'{name}'[{i}] is not finite: {v!r}")
+
+
+def decode_frame(raw: bytes | None, limits: FrameLimits = FrameLimits()) -> dict[str, Any]:
+    """Decode and validate one frame message. Raises :class:`FrameError`."""
+    if not raw:
+        raise FrameError("empty", "empty message")
+    if len(raw) > limits.max_message_bytes:
+        raise FrameError(
+            "oversized", f"message is {len(raw)} bytes, more than the limit {limits.max_message_bytes}"
+        )
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise FrameError("not_json", f"not valid JSON: {exc}") from None
+    return validate_frame(obj, limits)
+
+
+@dataclass
+class FrameBatch:
+    """Frames that validated, as arrays for the vectorised hot path plus the decoded records."""
+
+    records: list[dict[str, Any]]
+    positions: list[int]  # index of each record in the input batch
+    ids: np.ndarray = field(init=False)
+    kps: np.ndarray = field(init=False)
+    ts_ms: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.records)
+        self.ids = np.fromiter((r["id"] for r in self.records), dtype=np.int64, count=n)
+        if n:
+            self.kps = np.asarray([r["kps"] for r in self.records], dtype=np.float64)
+        else:
+            self.kps = np.empty((0, N_COORDS), dtype=np.float64)
+        self.ts_ms = np.fromiter((r.get("ts", -1) for r in self.records), dtype=np.float64, count=n)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def decode_batch(
+    raws: Sequence[bytes | None], limits: FrameLimits = FrameLimits()
+) -> tuple[FrameBatch, list[tuple[int, FrameError]]]:
+    """Decode a batch of messages: (valid frames, [(position, error) for each bad one])."""
+    records: list[dict[str, Any]] = []
+    positions: list[int] = []
+    errors: list[tuple[int, FrameError]] = []
+    for i, raw in enumerate(raws):
+        try:
+            records.append(decode_frame(raw, limits))
+            positions.append(i)
+        except FrameError as exc:
+            errors.append((i, exc))
+    return FrameBatch(records, positions), errors
