@@ -90,12 +90,15 @@ def encode_frame(frame: dict[str, Any]) -> bytes:
     return orjson.dumps(frame, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def validate_frame(obj: Any, limits: FrameLimits = FrameLimits()) -> dict[str, Any]:
+def validate_frame(
+    obj: Any, limits: FrameLimits = FrameLimits(), *, check_finite: bool = True
+) -> dict[str, Any]:
     """Check a decoded JSON value against the frame schema and return it.
 
-    Raises :class:`FrameError` naming the first problem found.
+    Raises :class:`FrameError` naming the first problem found. ``check_finite=False`` leaves the
+    finiteness of ``kps`` to the caller (:func:`decode_batch` checks a whole batch at once).
     """
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise FrameError("not_object", f"a frame must be a JSON object, got {type(obj).__name__}")
     schema = obj.get("schema", SCHEMA_VERSION)
     if schema != SCHEMA_VERSION:
@@ -103,40 +106,53 @@ def validate_frame(obj: Any, limits: FrameLimits = FrameLimits()) -> dict[str, A
     if "id" not in obj:
         raise FrameError("missing_id", "frame has no 'id'")
     frame_id = obj["id"]
-    if isinstance(frame_id, bool) or not isinstance(frame_id, int):
+    if type(frame_id) is not int:
         raise FrameError("bad_id", f"'id' must be an integer, got {type(frame_id).__name__}")
     if frame_id < 0 or frame_id > MAX_ID:
         raise FrameError("bad_id", f"'id' must be in [0, 2**63-1], got {frame_id}")
     if "kps" not in obj:
         raise FrameError("missing_kps", "frame has no 'kps'")
-    _check_numbers(obj["kps"], N_COORDS, "kps", "bad_kps_length")
+    _check_numbers(obj["kps"], N_COORDS, "kps", "bad_kps_length", check_finite)
     if "ts" in obj:
         ts = obj["ts"]
-        if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts) or ts < 0:
+        if type(ts) not in _NUMBER_TYPES or not math.isfinite(ts) or ts < 0:
             raise FrameError("bad_ts", f"'ts' must be a non-negative epoch in ms, got {ts!r}")
     if obj.get("scores") is not None:
-        _check_numbers(obj["scores"], N_KEYPOINTS, "scores", "bad_scores")
-    extra = len(obj.keys() - KNOWN_FIELDS)
-    if extra > limits.max_extra_fields:
-        raise FrameError(
-            "too_many_fields", f"frame has {extra} unknown fields, more than the limit {limits.max_extra_fields}"
-        )
+        _check_numbers(obj["scores"], N_KEYPOINTS, "scores", "bad_scores", True)
+    if len(obj) > len(KNOWN_FIELDS):
+        extra = len(obj.keys() - KNOWN_FIELDS)
+        if extra > limits.max_extra_fields:
+            raise FrameError(
+                "too_many_fields",
+                f"frame has {extra} unknown fields, more than the limit {limits.max_extra_fields}",
+            )
     return obj
 
 
-def _check_numbers(values: Any, length: int, name: str, length_reason: str) -> None:
-    if not isinstance(values, list):
-        raise FrameError(length_reason, f"'{name}' must be a list of {length} numbers, got {type(values).__name__}")
+_NUMBER_TYPES = frozenset({int, float})
+
+
+def _check_numbers(values: Any, length: int, name: str, length_reason: str, check_finite: bool) -> None:
+    if type(values) is not list:
+        raise FrameError(
+            length_reason, f"'{name}' must be a list of {length} numbers, got {type(values).__name__}"
+        )
     if len(values) != length:
         raise FrameError(length_reason, f"'{name}' must have {length} numbers, got {len(values)}")
-    for i, v in enumerate(values):
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise FrameError("non_numeric", f"'{name}'[{i}] is not a number: {v!r}")
-        if not math.isfinite(v):
-            raise FrameError("non_finite", f"'{name}'[{i}] is not finite: {v!r}")
+    # One C-level pass over the types; the slow loop below runs only to name the culprit.
+    if not set(map(type, values)) <= _NUMBER_TYPES:
+        for i, v in enumerate(values):
+            if type(v) not in _NUMBER_TYPES:
+                raise FrameError("non_numeric", f"'{name}'[{i}] is not a number: {v!r}")
+    if check_finite:
+        for i, v in enumerate(values):
+            if not math.isfinite(v):
+                raise FrameError("non_finite", f"'{name}'[{i}] is not finite: {v!r}")
 
 
-def decode_frame(raw: bytes | None, limits: FrameLimits = FrameLimits()) -> dict[str, Any]:
+def decode_frame(
+    raw: bytes | None, limits: FrameLimits = FrameLimits(), *, check_finite: bool = True
+) -> dict[str, Any]:
     """Decode and validate one frame message. Raises :class:`FrameError`."""
     if not raw:
         raise FrameError("empty", "empty message")
@@ -148,7 +164,7 @@ def decode_frame(raw: bytes | None, limits: FrameLimits = FrameLimits()) -> dict
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise FrameError("not_json", f"not valid JSON: {exc}") from None
-    return validate_frame(obj, limits)
+    return validate_frame(obj, limits, check_finite=check_finite)
 
 
 @dataclass
@@ -177,14 +193,27 @@ class FrameBatch:
 def decode_batch(
     raws: Sequence[bytes | None], limits: FrameLimits = FrameLimits()
 ) -> tuple[FrameBatch, list[tuple[int, FrameError]]]:
-    """Decode a batch of messages: (valid frames, [(position, error) for each bad one])."""
+    """Decode a batch of messages: (valid frames, [(position, error) for each bad one]).
+
+    Errors are sorted by position. Finiteness of ``kps`` is checked once for the whole batch.
+    """
     records: list[dict[str, Any]] = []
     positions: list[int] = []
     errors: list[tuple[int, FrameError]] = []
     for i, raw in enumerate(raws):
         try:
-            records.append(decode_frame(raw, limits))
+            records.append(decode_frame(raw, limits, check_finite=False))
             positions.append(i)
         except FrameError as exc:
             errors.append((i, exc))
-    return FrameBatch(records, positions), errors
+    batch = FrameBatch(records, positions)
+    finite = np.isfinite(batch.kps).all(axis=1)
+    if not finite.all():
+        for j in np.flatnonzero(~finite):
+            col = int(np.flatnonzero(~np.isfinite(batch.kps[j]))[0])
+            message = f"'kps'[{col}] is not finite: {records[j]['kps'][col]!r}"
+            errors.append((positions[j], FrameError("non_finite", message)))
+        keep = np.flatnonzero(finite)
+        batch = FrameBatch([records[j] for j in keep], [positions[j] for j in keep])
+        errors.sort(key=lambda e: e[0])
+    return batch, errors
