@@ -79,7 +79,7 @@ class FrameLimits:
 
 
 KNOWN_FIELDS = frozenset(
-    {"schema", "id", "kps", "ts", "source", "sequence", "frame_idx", "scores", "gt", "class", "frame_wh"}
+    {"schema", "id", "seq", "kps", "ts", "source", "sequence", "frame_idx", "scores", "gt", "class", "frame_wh"}
 )
 
 

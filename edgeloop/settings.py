@@ -52,9 +52,7 @@ def kafka_passthrough(environ: Mapping[str, str] | None = None) -> dict[str, str
 
 def redact(config: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of a client configuration that is safe to log."""
-    return {
-        k: ("***" if any(m in k.lower() for m in SECRET_KEY_MARKERS) else v) for k, v in config.items()
-    }
+    return {k: ("***" if any(m in k.lower() for m in SECRET_KEY_MARKERS) else v) for k, v in config.items()}
 
 
 class ServiceSettings(BaseSettings):

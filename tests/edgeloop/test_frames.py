@@ -1,0 +1,110 @@
+"""The frame schema: round trip, and one precise error per kind of bad input."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from edgeloop.frames import (
+    N_COORDS,
+    FrameError,
+    FrameLimits,
+    decode_batch,
+    decode_frame,
+    encode_frame,
+)
+
+
+def good_frame(**extra: object) -> dict[str, object]:
+    return {"id": 7, "kps": [float(i) for i in range(N_COORDS)], "ts": 1_700_000_000_000, **extra}
+
+
+def test_round_trip_adds_schema_and_keeps_unknown_fields() -> None:
+    frame = good_frame(sequence="video-3", camera={"zoom": 2})
+    decoded = decode_frame(encode_frame(frame))
+    assert decoded["schema"] == 1
+    assert decoded["camera"] == {"zoom": 2}
+    assert decoded["kps"] == frame["kps"]
+    assert "schema" not in frame  # input not mutated
+
+
+BAD_INPUTS = [
+    (b"", "empty"),
+    (b"x" * 70_000, "oversized"),
+    (b"{not json", "not_json"),
+    (b"[1, 2, 3]", "not_object"),
+    (b'"frame"', "not_object"),
+    (orjson.dumps({"kps": [0.0] * 34}), "missing_id"),
+    (orjson.dumps({"id": -1, "kps": [0.0] * 34}), "bad_id"),
+    (orjson.dumps({"id": "12", "kps": [0.0] * 34}), "bad_id"),
+    (orjson.dumps({"id": True, "kps": [0.0] * 34}), "bad_id"),
+    (orjson.dumps({"id": 1.5, "kps": [0.0] * 34}), "bad_id"),
+    (b'{"id": 100000000000000000000000, "kps": []}', "bad_id"),  # parsed as a float by orjson
+    (orjson.dumps({"id": 2**63, "kps": [0.0] * 34}), "bad_id"),
+    (orjson.dumps({"id": 1}), "missing_kps"),
+    (orjson.dumps({"id": 1, "kps": [0.0] * 33}), "bad_kps_length"),
+    (orjson.dumps({"id": 1, "kps": "0,0"}), "bad_kps_length"),
+    (orjson.dumps({"id": 1, "kps": [0.0] * 33 + ["1"]}), "non_numeric"),
+    (orjson.dumps({"id": 1, "kps": [0.0] * 33 + [None]}), "non_numeric"),
+    (orjson.dumps({"id": 1, "kps": [0.0] * 33 + [True]}), "non_numeric"),
+    (b'{"id": 1, "kps": [' + b"0.0," * 33 + b"NaN]}", "not_json"),  # JSON has no NaN literal
+    (orjson.dumps({"id": 1, "kps": [0.0] * 34, "ts": -5}), "bad_ts"),
+    (orjson.dumps({"id": 1, "kps": [0.0] * 34, "ts": "now"}), "bad_ts"),
+    (orjson.dumps({"id": 1, "kps": [0.0] * 34, "scores": [1.0] * 3}), "bad_scores"),
+    (orjson.dumps({"id": 1, "kps": [0.0] * 34, "schema": 2}), "unsupported_schema"),
+    (orjson.dumps({"id": 1, "kps": [0.0] * 34, **{f"f{i}": i for i in range(40)}}), "too_many_fields"),
+]
+
+
+@pytest.mark.parametrize(("raw", "reason"), BAD_INPUTS, ids=[r for _, r in BAD_INPUTS])
+def test_bad_input_gives_precise_error(raw: bytes, reason: str) -> None:
+    with pytest.raises(FrameError) as info:
+        decode_frame(raw)
+    assert info.value.reason == reason
+    assert str(info.value)  # a message a person can read
+
+
+def test_error_message_names_the_culprit() -> None:
+    with pytest.raises(FrameError, match=r"'kps'\[33\] is not a number: '1'"):
+        decode_frame(orjson.dumps({"id": 1, "kps": [0.0] * 33 + ["1"]}))
+    with pytest.raises(FrameError, match="must have 34 numbers, got 33"):
+        decode_frame(orjson.dumps({"id": 1, "kps": [0.0] * 33}))
+
+
+def test_non_finite_values_are_refused() -> None:
+    # orjson never produces inf from JSON text, but a frame built in Python can carry one.
+    from edgeloop.frames import validate_frame
+
+    with pytest.raises(FrameError) as info:
+        validate_frame({"id": 1, "kps": [0.0] * 33 + [float("inf")]})
+    assert info.value.reason == "non_finite"
+
+
+def test_limits_are_configurable() -> None:
+    raw = encode_frame(good_frame(note="x" * 500))
+    assert decode_frame(raw)["note"]
+    with pytest.raises(FrameError) as info:
+        decode_frame(raw, FrameLimits(max_message_bytes=200))
+    assert info.value.reason == "oversized"
+
+
+def test_decode_batch_splits_good_and_bad_in_order() -> None:
+    raws = [
+        encode_frame(good_frame(id=1)),
+        b"garbage",
+        encode_frame(good_frame(id=2)),
+        None,
+        orjson.dumps({"id": 3, "kps": [1.0] * 30}),
+        encode_frame(good_frame(id=4)),
+    ]
+    batch, errors = decode_batch(raws)
+    assert batch.ids.tolist() == [1, 2, 4]
+    assert batch.positions == [0, 2, 5]
+    assert batch.kps.shape == (3, N_COORDS)
+    reasons = [(pos, err.reason) for pos, err in errors]
+    assert reasons == [(1, "not_json"), (3, "empty"), (4, "bad_kps_length")]
+
+
+def test_decode_batch_of_nothing() -> None:
+    batch, errors = decode_batch([])
+    assert len(batch) == 0 and batch.kps.shape == (0, N_COORDS) and errors == []
