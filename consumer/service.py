@@ -1,0 +1,474 @@
+"""The consumer's Kafka loop: batch consume → decide → publish edge cases / dead letters → commit.
+
+At-least-once: a batch's offsets are committed only after every edge case and dead letter it produced
+was acknowledged by the broker. If a delivery fails, nothing of the batch is committed: the consumer
+seeks back to the batch's first offsets and processes it again once the broker takes messages again.
+With ``--exactly-once`` the outputs and the offsets go into one Kafka transaction instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from consumer import metrics
+from consumer.clustering import ReferenceClusters
+from consumer.drift import DriftMonitor
+from consumer.monitor import Monitor
+from consumer.settings import ConsumerSettings
+from edgeloop.datasets import read_labelled
+from edgeloop.errors import EdgeloopError
+from edgeloop.frames import FrameError, FrameLimits, decode_batch
+from edgeloop.kafka import default_topics, ensure_topics, make_consumer, make_producer
+from edgeloop.model import TrainingConfig
+from edgeloop.registry import ModelRegistry, RegistryError, ensure_initial_version
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryFailed(EdgeloopError):
+    """Some output of a batch was not acknowledged; the batch must be processed again."""
+
+
+@dataclass
+class LoopStats:
+    consumed: int = 0
+    scored: int = 0
+    flagged: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    retried_batches: int = 0
+    ood_by_version: dict[int, list[int]] = field(default_factory=dict)  # version -> [scored, flagged]
+
+
+def build_monitor(settings: ConsumerSettings, registry: ModelRegistry) -> Monitor:
+    """The reference clustering (training data + every published version's additions) and the model."""
+    if not settings.training_data:
+        raise EdgeloopError(
+            "the consumer needs the reference training data: set --training-data or EDGELOOP_TRAINING_DATA"
+        )
+    train_kps, train_gt, _ids = read_labelled(settings.training_data)
+    ensure_initial_version(registry, train_kps, train_gt, TrainingConfig(seed=settings.seed), name=settings.model_name)
+    latest = registry.latest()
+    assert latest is not None  # ensure_initial_version guarantees version 0
+    reference = ReferenceClusters(
+        max_clusters=settings.max_clusters,
+        features=settings.features,
+        threshold_quantile=settings.threshold_quantile,
+        threshold=settings.threshold,
+        seed=settings.seed,
+    )
+    reference.fit(train_kps)
+    for version in registry.versions():
+        if 0 < version.version <= latest.version:
+            additions = registry.training_additions(version.version)
+            if len(additions):
+                reference.absorb(additions)
+    model = registry.load(latest.version)
+    drift = DriftMonitor(reference, window_size=settings.window_size)
+    log.info(
+        "reference: %d training frames -> %d micro-clusters, threshold %.3f; serving model version %d",
+        len(train_kps),
+        reference.n_clusters,
+        reference.threshold,
+        latest.version,
+    )
+    return Monitor(reference, model, latest.version, drift)
+
+
+class ConsumerService:
+    """One monitor instance; several in one group split the partitions."""
+
+    def __init__(self, settings: ConsumerSettings, stop: threading.Event | None = None) -> None:
+        self.settings = settings
+        self.stop = stop or threading.Event()
+        self.instance = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.registry = ModelRegistry(Path(settings.registry), name=settings.model_name)
+        self.monitor = build_monitor(settings, self.registry)
+        self.limits = FrameLimits(settings.max_message_bytes, settings.max_extra_fields)
+        self.stats = LoopStats()
+        self._delivery_failures = 0
+        self._pending: dict[tuple[str, int], int] = {}  # processed, not yet committed: next offset
+        self._assigned: set[tuple[str, int]] = set()
+        self._broker_down = False
+        self._decision_log: IO[bytes] | None = None
+        config = settings.kafka_config()
+        ensure_topics(
+            config,
+            default_topics(settings.topic, settings.edge_topic, settings.dlq_topic, settings.model_versions_topic),
+        )
+        common = {"error_cb": self._on_kafka_error}
+        producer_overrides: dict[str, Any] = {"on_delivery": self._on_delivery, **common}
+        if settings.exactly_once:
+            producer_overrides["transactional.id"] = settings.transactional_id or f"{settings.group_id}-{self.instance}"
+        self.producer = make_producer(config, **producer_overrides)
+        if settings.exactly_once:
+            self.producer.init_transactions(30)
+        self.consumer = make_consumer(
+            config,
+            settings.group_id,
+            **common,
+            **{
+                "max.poll.interval.ms": settings.max_poll_interval_ms,
+                "session.timeout.ms": settings.session_timeout_ms,
+                "statistics.interval.ms": 1000,
+                "stats_cb": self._on_stats,
+                "isolation.level": "read_committed",
+                "client.id": f"edgeloop-consumer-{self.instance}",
+            },
+        )
+        self.versions = make_consumer(
+            config, f"{settings.group_id}-versions-{uuid.uuid4().hex[:8]}", **common, **{"enable.partition.eof": False}
+        )
+        self.versions.assign([TopicPartition(settings.model_versions_topic, 0, OFFSET_BEGINNING)])
+        if settings.decision_log:
+            Path(settings.decision_log).parent.mkdir(parents=True, exist_ok=True)
+            self._decision_log = open(settings.decision_log, "ab")  # noqa: SIM115 - closed in close()
+        metrics.MICRO_CLUSTERS.set(self.monitor.reference.n_clusters)
+        metrics.REFERENCE_POINTS.set(self.monitor.reference.n_points)
+        metrics.MODEL_VERSION.set(self.monitor.model_version)
+
+    # --- callbacks (run inside consume/poll/flush on this thread) -------------------------------------
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._delivery_failures += 1
+            log.error("delivery to %s failed: %s", msg.topic(), err)
+
+    def _on_kafka_error(self, err: KafkaError) -> None:
+        metrics.KAFKA_ERRORS.labels(code=err.name()).inc()
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            if not self._broker_down:
+                log.error("all brokers are down: waiting for the broker to come back (%s)", err)
+            self._broker_down = True
+            metrics.BROKER_UP.set(0)
+        else:
+            log.warning("kafka client error: %s", err)
+
+    def _on_stats(self, raw: str) -> None:
+        stats = orjson.loads(raw)
+        up = any(b.get("state") == "UP" for b in stats.get("brokers", {}).values())
+        if up and self._broker_down:
+            log.info("broker reachable again")
+            self._broker_down = False
+        metrics.BROKER_UP.set(1 if up else 0)
+        for topic, partitions in (
+            (name, t.get("partitions", {}))
+            for name, t in stats.get("topics", {}).items()
+            if name == self.settings.topic
+        ):
+            for pid, p in partitions.items():
+                if (topic, int(pid)) in self._assigned and p.get("consumer_lag", -1) >= 0:
+                    metrics.LAG.labels(partition=pid).set(p["consumer_lag"])
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned |= {(p.topic, p.partition) for p in partitions}
+        metrics.ASSIGNED_PARTITIONS.set(len(self._assigned))
+        log.info("assigned %s", sorted(p.partition for p in partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Everything processed so far is committed before the partitions go to another member.
+        self._commit_pending()
+        self._forget(partitions)
+        log.info("revoked %s", sorted(p.partition for p in partitions))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Another member may own them already: committing now could overwrite its progress.
+        for p in partitions:
+            self._pending.pop((p.topic, p.partition), None)
+        self._forget(partitions)
+        log.warning("partitions lost %s (not committed)", sorted(p.partition for p in partitions))
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        for p in partitions:
+            self._assigned.discard((p.topic, p.partition))
+            metrics.LAG.remove(str(p.partition)) if str(p.partition) in _label_values(metrics.LAG) else None
+        metrics.ASSIGNED_PARTITIONS.set(len(self._assigned))
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def run(self) -> LoopStats:
+        s = self.settings
+        self.consumer.subscribe([s.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        log.info("consuming %s as %s in group %s", s.topic, self.instance, s.group_id)
+        try:
+            while not self.stop.is_set():
+                self.check_model_versions()
+                msgs = self.consumer.consume(s.batch_size, s.poll_timeout_s)
+                if msgs:
+                    self.process(msgs)
+        finally:
+            self.close()
+        return self.stats
+
+    def process(self, msgs: Sequence[Message]) -> None:
+        """Decide a batch, publish its outputs, and commit it once they are acknowledged."""
+        started = time.perf_counter()
+        frames: list[Message] = []
+        for m in msgs:
+            err = m.error()
+            if err is None:
+                frames.append(m)
+            elif err.code() == KafkaError._MAX_POLL_EXCEEDED:
+                metrics.POLL_INTERVAL_EXCEEDED.inc()
+                log.error("processing outlasted max.poll.interval.ms: this member left the group and rejoins")
+            elif err.code() != KafkaError._PARTITION_EOF:
+                metrics.KAFKA_ERRORS.labels(code=err.name()).inc()
+                log.warning("consume error: %s", err)
+        if not frames:
+            return
+        if self.settings.exactly_once:
+            self.producer.begin_transaction()
+        self._delivery_failures = 0
+        batch, errors = decode_batch([m.value() for m in frames], self.limits)
+        for position, error in errors:
+            self._dead_letter(frames[position], error)
+        decisions = self.monitor.decide(batch.kps)
+        msg_of = [frames[p] for p in batch.positions]
+        flagged = np.flatnonzero(decisions.is_ood)
+        if len(flagged):
+            self._publish_edge_cases(batch.records, batch.kps, flagged, decisions, msg_of)
+        offsets = self._next_offsets(frames)
+        try:
+            self._settle(offsets)
+        except DeliveryFailed as exc:
+            self._retry_batch(frames, exc)
+            return
+        self._write_decisions(batch.records, decisions, msg_of)
+        self._account(frames, batch, errors, decisions, started)
+
+    def _dead_letter(self, msg: Message, error: FrameError) -> None:
+        headers = [
+            ("error.reason", error.reason.encode()),
+            ("error.message", str(error).encode()[:1000]),
+            ("source.topic", msg.topic().encode()),
+            ("source.partition", str(msg.partition()).encode()),
+            ("source.offset", str(msg.offset()).encode()),
+        ]
+        self._produce(self.settings.dlq_topic, msg.value() or b"", msg.key(), headers)
+        metrics.DEAD_LETTERS.labels(reason=error.reason).inc()
+        self.stats.dead_letters += 1
+        log.warning("dead letter %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), error)
+
+    def _publish_edge_cases(
+        self,
+        records: list[dict[str, Any]],
+        kps: np.ndarray,
+        flagged: np.ndarray,
+        d: Any,
+        msg_of: list[Message],
+    ) -> None:
+        deviating = self.monitor.explain(kps, flagged)
+        threshold = float(self.monitor.reference.threshold)
+        flagged_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+        for row, names in zip(flagged.tolist(), deviating, strict=True):
+            score = float(d.score[row])
+            nearest = int(d.nearest[row])
+            edge = {
+                **records[row],
+                "score": score,
+                "threshold": threshold,
+                "reason": f"score {score:.2f} > threshold {threshold:.2f} (nearest micro-cluster {nearest}); "
+                f"most deviant keypoints: {', '.join(names)}",
+                "deviating_keypoints": names,
+                "nearest_cluster": nearest,
+                "model_version": d.model_version,
+                "prediction": int(d.prediction[row]),
+                "flagged_at": flagged_at,
+                "source_partition": msg_of[row].partition(),
+                "source_offset": msg_of[row].offset(),
+            }
+            self._produce(self.settings.edge_topic, orjson.dumps(edge), str(records[row]["id"]).encode())
+
+    def _produce(self, topic: str, value: bytes, key: bytes | None, headers: list[Any] | None = None) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key, headers=headers)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    @staticmethod
+    def _next_offsets(msgs: Sequence[Message]) -> dict[tuple[str, int], int]:
+        offsets: dict[tuple[str, int], int] = {}
+        for m in msgs:
+            key = (m.topic(), m.partition())
+            offsets[key] = max(offsets.get(key, -1), m.offset() + 1)
+        return offsets
+
+    def _settle(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Wait for the batch's outputs to be acknowledged, then commit its offsets."""
+        if self.settings.exactly_once:
+            tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+            try:
+                self.producer.send_offsets_to_transaction(tps, self.consumer.consumer_group_metadata(), 30)
+                self.producer.commit_transaction(self.settings.delivery_timeout_s)
+            except KafkaException as exc:
+                self.producer.abort_transaction(30)
+                raise DeliveryFailed(f"transaction aborted: {exc}") from exc
+            metrics.COMMITS.inc()
+            return
+        remaining = self.producer.flush(self.settings.delivery_timeout_s)
+        if remaining or self._delivery_failures:
+            raise DeliveryFailed(
+                f"{self._delivery_failures} outputs failed and {remaining} still unacknowledged after "
+                f"{self.settings.delivery_timeout_s:.0f}s"
+            )
+        self._pending.update(offsets)
+        self._commit_pending()
+
+    def _commit_pending(self) -> None:
+        if not self._pending:
+            return
+        tps = [TopicPartition(t, p, o) for (t, p), o in self._pending.items()]
+        try:
+            self.consumer.commit(offsets=tps, asynchronous=False)
+        except KafkaException as exc:
+            # Kept pending: the next batch (or the revoke) commits them; a restart re-decides them.
+            log.warning("offset commit failed (will retry): %s", exc)
+            return
+        self._pending.clear()
+        metrics.COMMITS.inc()
+
+    def _retry_batch(self, frames: Sequence[Message], exc: DeliveryFailed) -> None:
+        """Nothing of this batch is committed: rewind each partition to its first frame and try again."""
+        metrics.DELIVERY_FAILURES.inc()
+        self.stats.retried_batches += 1
+        first: dict[tuple[str, int], int] = {}
+        for m in frames:
+            key = (m.topic(), m.partition())
+            first[key] = min(first.get(key, m.offset()), m.offset())
+        log.error("batch not acknowledged (%s): rewinding %s", exc, {p: o for (_, p), o in first.items()})
+        for (topic, partition), offset in first.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as seek_exc:
+                log.warning("seek failed on %s[%d]: %s", topic, partition, seek_exc)
+        self.stop.wait(1.0)
+
+    def _write_decisions(self, records: list[dict[str, Any]], d: Any, msg_of: list[Message]) -> None:
+        if self._decision_log is None or not records:
+            return
+        version = d.model_version
+        lines = [
+            orjson.dumps(
+                {
+                    "id": r["id"],
+                    "seq": r.get("seq"),
+                    "partition": m.partition(),
+                    "offset": m.offset(),
+                    "version": version,
+                    "flagged": bool(f),
+                    "prediction": int(p),
+                    "score": round(float(s), 4),
+                }
+            )
+            for r, m, f, p, s in zip(
+                records, msg_of, d.is_ood.tolist(), d.prediction.tolist(), d.score.tolist(), strict=True
+            )
+        ]
+        self._decision_log.write(b"\n".join(lines) + b"\n")
+        self._decision_log.flush()
+
+    def _account(self, frames: Sequence[Message], batch: Any, errors: list[Any], d: Any, started: float) -> None:
+        n, flagged = len(batch), int(d.is_ood.sum())
+        s = self.stats
+        s.batches += 1
+        s.consumed += len(frames)
+        s.scored += n
+        s.flagged += flagged
+        per_version = s.ood_by_version.setdefault(d.model_version, [0, 0])
+        per_version[0] += n
+        per_version[1] += flagged
+        metrics.FRAMES_CONSUMED.inc(len(frames))
+        metrics.FRAMES_SCORED.inc(n)
+        metrics.FRAMES_FLAGGED.inc(flagged)
+        if n:
+            ones = int(d.prediction.sum())
+            metrics.PREDICTIONS.labels(prediction="1").inc(ones)
+            metrics.PREDICTIONS.labels(prediction="0").inc(n - ones)
+            now_ms = time.time() * 1000.0
+            has_ts = batch.ts_ms >= 0
+            metrics.DECISION_LATENCY.observe_many((now_ms - batch.ts_ms[has_ts]) / 1000.0)
+        metrics.SCORING_SECONDS.observe(d.scoring_s)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        now = time.time()
+        for partition in {m.partition() for m in frames}:
+            metrics.LAST_PROGRESS.labels(partition=str(partition)).set(now)
+        for w in d.windows:
+            metrics.OOD_RATE.set(w.ood_rate)
+            metrics.DRIFT_PSI.set(w.psi)
+            metrics.DRIFT_EMD.set(w.emd)
+            metrics.DRIFT_ALARM.set(1 if w.alarm else 0)
+            if w.alarm_started:
+                metrics.DRIFT_ALARMS.inc()
+
+    # --- model swaps ------------------------------------------------------------------------------
+    def check_model_versions(self) -> None:
+        for msg in self.versions.consume(100, 0):
+            if msg.error() is not None:
+                continue
+            if msg.key() != self.settings.model_name.encode() or not msg.value():
+                continue
+            try:
+                announced = orjson.loads(msg.value())
+                version = int(announced["version"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                log.error("unreadable model-versions message at offset %d: %s", msg.offset(), exc)
+                metrics.MODEL_REJECTED.inc()
+                continue
+            if version <= self.monitor.model_version:
+                continue
+            self.swap_to(version)
+
+    def swap_to(self, version: int) -> bool:
+        try:
+            model = self.registry.load(version)
+            additions = self.registry.training_additions(version)
+        except (RegistryError, OSError) as exc:
+            metrics.MODEL_REJECTED.inc()
+            log.error("model version %d refused, still serving %d: %s", version, self.monitor.model_version, exc)
+            return False
+        self.monitor.swap_model(model, version, additions)
+        metrics.MODEL_SWAPS.inc()
+        metrics.MODEL_VERSION.set(version)
+        metrics.MICRO_CLUSTERS.set(self.monitor.reference.n_clusters)
+        metrics.REFERENCE_POINTS.set(self.monitor.reference.n_points)
+        return True
+
+    def close(self) -> None:
+        """Flush, commit what is settled, leave the group."""
+        try:
+            if not self.settings.exactly_once:
+                remaining = self.producer.flush(self.settings.delivery_timeout_s)
+                if remaining:
+                    log.error("%d outputs unacknowledged at shutdown: their frames stay uncommitted", remaining)
+                    self._pending.clear()
+            self._commit_pending()
+        finally:
+            self.consumer.close()
+            self.versions.close()
+            if self._decision_log is not None:
+                self._decision_log.close()
+        log.info(
+            "stopped: %d consumed, %d scored, %d flagged, %d dead letters",
+            self.stats.consumed,
+            self.stats.scored,
+            self.stats.flagged,
+            self.stats.dead_letters,
+        )
+
+
+def _label_values(gauge: Any) -> set[str]:
+    return {labels[0] for labels in getattr(gauge, "_metrics", {})}
