@@ -20,7 +20,8 @@ Formats
     0, the project's convention (:mod:`edgeloop.features` treats ``(0, 0)`` as missing); labelled points
     get score ``v / 2`` (1.0 visible, 0.5 labelled but occluded).
 
-Files ending in ``.gz`` are decompressed on the fly. :func:`open_dataset` picks the format from the
+Files ending in ``.gz`` are decompressed on the fly. A named pipe works too (give ``format``: detecting
+it would consume the pipe's first bytes). :func:`open_dataset` picks the format from the
 extension and the first bytes; :func:`read_labelled` returns the arrays for training and evaluation;
 :func:`read_master_annotations` reads UpTrain's master annotation file (``[{"id", "gt"}]``).
 
@@ -39,13 +40,14 @@ Examples
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -122,14 +124,14 @@ def default_data_dir() -> Path | None:
 # --------------------------------------------------------------------------------------------- opening
 
 
-def _open_binary(path: Path) -> IO[bytes]:
+def _open_binary(path: Path) -> io.BufferedIOBase:
     if not path.exists():
         raise DatasetError(f"data file {path} does not exist; check the path (or --data-dir)")
     if path.is_dir():
         raise DatasetError(f"{path} is a directory, expected a data file")
     try:
         if path.name.endswith(".gz"):
-            return gzip.open(path, "rb")  # type: ignore[return-value]  # GzipFile is a binary IO
+            return gzip.open(path, "rb")
         return open(path, "rb")
     except OSError as exc:
         raise DatasetError(f"cannot open data file {path}: {exc}") from exc
@@ -253,7 +255,9 @@ def iter_json_list(path: str | os.PathLike[str], *, chunk_bytes: int = DEFAULT_C
 
         def read(n: int) -> bytes:
             try:
-                return f.read(n)
+                # read1: whatever is available, at most one system call; a pipe's first records are
+                # yielded while the writer is still writing.
+                return f.read1(n)
             except (OSError, EOFError) as exc:
                 raise DatasetError(f"cannot read {path}: {exc}") from exc
 
@@ -282,9 +286,7 @@ def iter_json_list(path: str | os.PathLike[str], *, chunk_bytes: int = DEFAULT_C
         eof = False
         while True:
             bpos, is_open, depth = _structure(buf)
-            if (depth < 0).any():
-                bad = int(bpos[np.argmax(depth < 0)])
-                raise DatasetError(f"{path}: unbalanced ']' or '}}' at byte {offset + bad} after record {record}")
+            # The depth first reaches 0 at the list's closing ']'; whatever follows it must be whitespace.
             closes_array = np.flatnonzero(depth == 0)
             limit = int(bpos[closes_array[0]]) if len(closes_array) else len(buf)
             keep = bpos < limit
@@ -295,8 +297,9 @@ def iter_json_list(path: str | os.PathLike[str], *, chunk_bytes: int = DEFAULT_C
                 gap = buf[consumed:start].strip(_WHITESPACE)
                 if gap != (b"," if record else b""):
                     raise DatasetError(
-                        f"{path}: record {record + 1} (byte {offset + consumed}) is not a JSON object: "
-                        f"found {gap[:40]!r} between records"
+                        f"{path}: record {record + 1} (byte {offset + consumed}): expected "
+                        f"{'a comma' if record else 'nothing'} before the object, found {gap[:40]!r} (a value "
+                        "that is not an object, or a missing comma)"
                     )
                 if buf[start] != 0x7B:  # '{'
                     raise DatasetError(
@@ -313,6 +316,8 @@ def iter_json_list(path: str | os.PathLike[str], *, chunk_bytes: int = DEFAULT_C
                 yield obj
             if len(closes_array):
                 gap = buf[consumed:limit].strip(_WHITESPACE)
+                if buf[limit] != 0x5D:  # ']'
+                    raise DatasetError(f"{path}: the list is closed by '}}' at byte {offset + limit}, expected ']'")
                 if gap:
                     raise DatasetError(
                         f"{path}: unexpected {gap[:40]!r} before the closing ']' (after record {record})"
