@@ -5,7 +5,7 @@
 just the bootstrap address on stdout (``BOOTSTRAP=$(edgeloop kafka start)`` works) and the details on
 stderr. ``status`` exits 0 when the broker runs and answers, 3 when it does not run, 4 when its process
 is alive but does not answer (paused or hung). ``stop`` shuts it down cleanly (SIGKILL after
-``--timeout``) and leaves no broker process on its data dir.
+``--timeout``) and leaves no broker process on its data dir. ``fetch`` only fills the cache (for CI).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeloop.broker import BrokerError
-from edgeloop.broker.distribution import KAFKA_VERSION
+from edgeloop.broker.distribution import KAFKA_VERSION, fetch
 from edgeloop.broker.local import DEFAULT_HEAP, DEFAULT_STOP_TIMEOUT_S, LocalBroker, terminate
 from edgeloop.broker.state import (
     BrokerState,
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=f"A local single-node Apache Kafka {KAFKA_VERSION} broker (KRaft) on 127.0.0.1.",
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{start,stop,status}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{start,stop,status,fetch}")
 
     start = commands.add_parser(
         "start", help="fetch (once) and start the broker in the background; print its bootstrap address"
@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds to wait for a clean shutdown before SIGKILL (default: {DEFAULT_STOP_TIMEOUT_S:.0f})",
     )
 
+    commands.add_parser("fetch", help="only fetch the broker's jars into the cache (once); print where")
+
     status = commands.add_parser("status", help="say whether the broker runs, and where (exit 0 / 3 / 4)")
     status.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for a metadata answer")
     return parser
@@ -94,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _start(args)
         if args.command == "stop":
             return _stop(args)
+        if args.command == "fetch":
+            print(fetch())
+            return 0
         return _status(args)
     except BrokerError as exc:
         print(f"edgeloop kafka {args.command}: {exc}", file=sys.stderr)
