@@ -143,7 +143,11 @@ class TrainingConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        augmentation = data["augmentation"]
+        for key in ("scale", "canvas"):
+            augmentation[key] = list(augmentation[key])
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainingConfig:
