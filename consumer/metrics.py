@@ -23,9 +23,7 @@ DRIFT_EMD = Gauge(
     "edgeloop_consumer_drift_emd",
     "Earth mover's distance between the last window's and the reference centroids.",
 )
-DRIFT_ALARM = Gauge(
-    "edgeloop_consumer_drift_alarm", "1 while the drift alarm (ADWIN on the OOD rate) is raised."
-)
+DRIFT_ALARM = Gauge("edgeloop_consumer_drift_alarm", "1 while the drift alarm (ADWIN on the OOD rate) is raised.")
 DRIFT_ALARMS = Counter("edgeloop_consumer_drift_alarms_total", "Drift alarms raised.")
 MICRO_CLUSTERS = Gauge("edgeloop_consumer_micro_clusters", "Micro-clusters in the reference clustering.")
 REFERENCE_POINTS = Gauge("edgeloop_consumer_reference_points", "Reference points absorbed by the clustering.")

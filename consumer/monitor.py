@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from consumer.clustering import ReferenceClusters
+from consumer.clustering import Explanation, ReferenceClusters, ScoreResult
 from consumer.drift import DriftMonitor, WindowReport
-from edgeloop.frames import KEYPOINT_NAMES
 from edgeloop.model import OrientationModel
 
 log = logging.getLogger(__name__)
@@ -26,16 +25,26 @@ log = logging.getLogger(__name__)
 class BatchDecisions:
     """One decision per frame of the batch (arrays of equal length)."""
 
-    score: np.ndarray
-    is_ood: np.ndarray
-    nearest: np.ndarray
+    result: ScoreResult
     prediction: np.ndarray
     model_version: int
     windows: list[WindowReport]
     scoring_s: float
 
+    @property
+    def score(self) -> np.ndarray:
+        return self.result.score
+
+    @property
+    def is_ood(self) -> np.ndarray:
+        return self.result.is_ood
+
+    @property
+    def nearest(self) -> np.ndarray:
+        return self.result.nearest
+
     def __len__(self) -> int:
-        return len(self.score)
+        return len(self.result)
 
 
 class Monitor:
@@ -54,25 +63,21 @@ class Monitor:
         prediction = self.model.predict(kps) if len(kps) else np.empty(0, dtype=np.int64)
         windows = self.drift.update(result.nearest, result.is_ood)
         return BatchDecisions(
-            score=result.score,
-            is_ood=result.is_ood,
-            nearest=result.nearest,
+            result=result,
             prediction=prediction,
             model_version=self.model_version,
             windows=windows,
             scoring_s=scoring_s,
         )
 
-    def explain(self, kps: np.ndarray, rows: np.ndarray, top: int = 3) -> list[list[str]]:
-        """Names of the keypoints that deviate most from the nearest micro-cluster, per flagged row."""
-        deviations = self.reference.keypoint_deviation(kps[rows])  # (m, 17), NaN where missing
-        order = np.argsort(-np.nan_to_num(deviations, nan=-np.inf), axis=1)[:, :top]
-        return [[KEYPOINT_NAMES[k] for k in row] for row in order]
+    def explain(self, kps: np.ndarray, decisions: BatchDecisions) -> list[Explanation]:
+        """Why each flagged frame of the batch was flagged (nearest micro-cluster, deviating keypoints)."""
+        return self.reference.explain(kps, decisions.result)
 
     def swap_model(self, model: OrientationModel, version: int, additions: np.ndarray | None) -> None:
         """Serve ``model`` from now on and absorb its added training data into the reference."""
         if additions is not None and len(additions):
-            self.reference.absorb(additions)
+            self.reference.learn(additions)
         log.info(
             "model version %d -> %d; reference absorbed %d points (%d micro-clusters)",
             self.model_version,

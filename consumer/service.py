@@ -27,7 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from consumer import metrics
 from consumer.clustering import ReferenceClusters
 from consumer.drift import DriftMonitor
-from consumer.monitor import Monitor
+from consumer.monitor import BatchDecisions, Monitor
 from consumer.settings import ConsumerSettings
 from edgeloop.datasets import read_labelled
 from edgeloop.errors import EdgeloopError
@@ -64,19 +64,12 @@ def build_monitor(settings: ConsumerSettings, registry: ModelRegistry) -> Monito
     ensure_initial_version(registry, train_kps, train_gt, TrainingConfig(seed=settings.seed), name=settings.model_name)
     latest = registry.latest()
     assert latest is not None  # ensure_initial_version guarantees version 0
-    reference = ReferenceClusters(
-        max_clusters=settings.max_clusters,
-        features=settings.features,
-        threshold_quantile=settings.threshold_quantile,
-        threshold=settings.threshold,
-        seed=settings.seed,
-    )
-    reference.fit(train_kps)
+    reference = build_reference(settings, train_kps)
     for version in registry.versions():
         if 0 < version.version <= latest.version:
             additions = registry.training_additions(version.version)
             if len(additions):
-                reference.absorb(additions)
+                reference.learn(additions)
     model = registry.load(latest.version)
     drift = DriftMonitor(reference, window_size=settings.window_size)
     log.info(
@@ -89,6 +82,17 @@ def build_monitor(settings: ConsumerSettings, registry: ModelRegistry) -> Monito
     return Monitor(reference, model, latest.version, drift)
 
 
+def build_reference(settings: ConsumerSettings, train_kps: np.ndarray) -> ReferenceClusters:
+    """The reference micro-clustering of the training data, as configured."""
+    return ReferenceClusters(
+        mode=settings.features,
+        max_clusters=settings.max_clusters,
+        threshold_quantile=settings.threshold_quantile,
+        threshold=settings.threshold,
+        seed=settings.seed,
+    ).learn(train_kps)
+
+
 class ConsumerService:
     """One monitor instance; several in one group split the partitions."""
 
@@ -96,7 +100,7 @@ class ConsumerService:
         self.settings = settings
         self.stop = stop or threading.Event()
         self.instance = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
-        self.registry = ModelRegistry(Path(settings.registry), name=settings.model_name)
+        self.registry = ModelRegistry(Path(settings.registry), model_name=settings.model_name)
         self.monitor = build_monitor(settings, self.registry)
         self.limits = FrameLimits(settings.max_message_bytes, settings.max_extra_fields)
         self.stats = LoopStats()
@@ -138,7 +142,7 @@ class ConsumerService:
             Path(settings.decision_log).parent.mkdir(parents=True, exist_ok=True)
             self._decision_log = open(settings.decision_log, "ab")  # noqa: SIM115 - closed in close()
         metrics.MICRO_CLUSTERS.set(self.monitor.reference.n_clusters)
-        metrics.REFERENCE_POINTS.set(self.monitor.reference.n_points)
+        metrics.REFERENCE_POINTS.set(self.monitor.reference.n_seen)
         metrics.MODEL_VERSION.set(self.monitor.model_version)
 
     # --- callbacks (run inside consume/poll/flush on this thread) -------------------------------------
@@ -236,9 +240,8 @@ class ConsumerService:
             self._dead_letter(frames[position], error)
         decisions = self.monitor.decide(batch.kps)
         msg_of = [frames[p] for p in batch.positions]
-        flagged = np.flatnonzero(decisions.is_ood)
-        if len(flagged):
-            self._publish_edge_cases(batch.records, batch.kps, flagged, decisions, msg_of)
+        if decisions.is_ood.any():
+            self._publish_edge_cases(batch.records, batch.kps, decisions, msg_of)
         offsets = self._next_offsets(frames)
         try:
             self._settle(offsets)
@@ -265,24 +268,19 @@ class ConsumerService:
         self,
         records: list[dict[str, Any]],
         kps: np.ndarray,
-        flagged: np.ndarray,
-        d: Any,
+        d: BatchDecisions,
         msg_of: list[Message],
     ) -> None:
-        deviating = self.monitor.explain(kps, flagged)
-        threshold = float(self.monitor.reference.threshold)
         flagged_at = datetime.now(UTC).isoformat(timespec="milliseconds")
-        for row, names in zip(flagged.tolist(), deviating, strict=True):
-            score = float(d.score[row])
-            nearest = int(d.nearest[row])
+        for why in self.monitor.explain(kps, d):
+            row = why.row
             edge = {
                 **records[row],
-                "score": score,
-                "threshold": threshold,
-                "reason": f"score {score:.2f} > threshold {threshold:.2f} (nearest micro-cluster {nearest}); "
-                f"most deviant keypoints: {', '.join(names)}",
-                "deviating_keypoints": names,
-                "nearest_cluster": nearest,
+                "score": why.score,
+                "threshold": why.threshold,
+                "reason": why.reason,
+                "deviating_keypoints": list(why.keypoint_names),
+                "nearest_cluster": why.nearest_cluster,
                 "model_version": d.model_version,
                 "prediction": int(d.prediction[row]),
                 "flagged_at": flagged_at,
@@ -444,7 +442,7 @@ class ConsumerService:
         metrics.MODEL_SWAPS.inc()
         metrics.MODEL_VERSION.set(version)
         metrics.MICRO_CLUSTERS.set(self.monitor.reference.n_clusters)
-        metrics.REFERENCE_POINTS.set(self.monitor.reference.n_points)
+        metrics.REFERENCE_POINTS.set(self.monitor.reference.n_seen)
         return True
 
     def close(self) -> None:
