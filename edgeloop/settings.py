@@ -9,6 +9,7 @@ the key lower-cased with ``_`` turned into ``.`` (``EDGELOOP_KAFKA_SASL_MECHANIS
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+from pydantic_settings import BaseSettings, CliApp, CliSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "EDGELOOP_"
 KAFKA_ENV_PREFIX = "EDGELOOP_KAFKA_"
@@ -88,7 +89,22 @@ S = TypeVar("S", bound=ServiceSettings)
 
 def parse_settings(cls: type[S], argv: Sequence[str] | None = None, prog: str | None = None) -> S:
     """Build settings from flags (``argv``) over environment variables over defaults."""
-    return CliApp.run(cls, cli_args=list(argv) if argv is not None else None, cli_prog_name=prog)
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=(cls.__doc__ or "").strip(),
+        epilog=ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source: CliSettingsSource[argparse.ArgumentParser] = CliSettingsSource(cls, root_parser=parser)
+    return CliApp.run(cls, cli_args=list(argv) if argv is not None else None, cli_settings_source=source)
+
+
+ENV_HELP = """\
+Every option can also be set by an environment variable: EDGELOOP_ and the option's name in capitals
+with '-' as '_' (--bootstrap-servers is EDGELOOP_BOOTSTRAP_SERVERS); a flag wins over the variable.
+librdkafka options, security included (security.protocol, sasl.*, ssl.*), pass through from
+EDGELOOP_KAFKA_<KEY> variables (EDGELOOP_KAFKA_SASL_MECHANISM=PLAIN is sasl.mechanism=PLAIN);
+their values are never printed."""
 
 
 def configure_logging(level: str) -> None:
