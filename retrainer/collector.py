@@ -134,7 +134,7 @@ class EdgeCaseCollector:
         if rows.size == 0:
             return result
 
-        candidates = [frames[i] for i in rows]
+        candidates = [frames[i] for i in rows.tolist()]
         kps = np.asarray([f["kps"] for f in candidates], dtype=np.float64).reshape(-1, N_COORDS)
         sequences = [None if f.get("sequence") is None else str(f["sequence"]) for f in candidates]
         features = featurise(kps, self.features)
