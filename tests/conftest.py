@@ -28,12 +28,16 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from edgeloop.broker.local import LocalBroker
+from edgeloop.settings import cache_dir
 from tests.kafka_helpers import create_topic, delete_topics, unique_name
 
 log = logging.getLogger(__name__)
 
 KAFKA_FIXTURES = frozenset({"kafka_broker", "kafka_config", "new_topic", "local_broker_factory"})
 EXTERNAL_BOOTSTRAP_ENV = "EDGELOOP_TEST_BOOTSTRAP"
+# The fetched jars, found once: a test that points EDGELOOP_CACHE_DIR elsewhere must not make a broker
+# started after it fetch Kafka again.
+JARS_CACHE = cache_dir()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -64,7 +68,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBrok
             pytest.fail(f"{EXTERNAL_BOOTSTRAP_ENV}={external} does not answer: {exc}")
         yield ExternalBroker(external)
         return
-    broker = LocalBroker(tmp_path_factory.mktemp("kafka-session"))
+    broker = LocalBroker(tmp_path_factory.mktemp("kafka-session"), cache_root=JARS_CACHE)
     broker.start()
     log.info("session broker %s: log %s", broker.bootstrap, broker.log_file)
     try:
@@ -100,6 +104,7 @@ def local_broker_factory(tmp_path: Path) -> Iterator[Callable[..., LocalBroker]]
     brokers: list[LocalBroker] = []
 
     def make(start: bool = True, **kwargs: Any) -> LocalBroker:
+        kwargs.setdefault("cache_root", JARS_CACHE)
         broker = LocalBroker(tmp_path / f"broker-{len(brokers)}", **kwargs)
         brokers.append(broker)
         if start:

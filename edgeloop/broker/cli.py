@@ -48,11 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edgeloop kafka",
         description=f"A local single-node Apache Kafka {KAFKA_VERSION} broker (KRaft) on 127.0.0.1.",
     )
-    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{start,stop,status,fetch}")
 
     start = commands.add_parser(
-        "start", help="fetch (once) and start the broker in the background; print its bootstrap address"
+        "start",
+        parents=[common],
+        help="fetch (once) and start the broker in the background; print its bootstrap address",
     )
     start.add_argument("--port", type=int, default=9092, help="plaintext client port (default: 9092)")
     start.add_argument("--data-dir", type=Path, default=None, help="broker data dir (default: <cache>/kafka-broker)")
@@ -67,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--sasl-port", type=int, default=0, help="SASL listener port (default: a free one)")
     start.add_argument("--timeout", type=float, default=60.0, help="seconds to wait until it answers")
 
-    stop = commands.add_parser("stop", help="stop the broker cleanly")
+    stop = commands.add_parser("stop", parents=[common], help="stop the broker cleanly")
     stop.add_argument(
         "--data-dir",
         type=Path,
@@ -81,9 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds to wait for a clean shutdown before SIGKILL (default: {DEFAULT_STOP_TIMEOUT_S:.0f})",
     )
 
-    commands.add_parser("fetch", help="only fetch the broker's jars into the cache (once); print where")
+    commands.add_parser(
+        "fetch", parents=[common], help="only fetch the broker's jars into the cache (once); print where"
+    )
 
-    status = commands.add_parser("status", help="say whether the broker runs, and where (exit 0 / 3 / 4)")
+    status = commands.add_parser(
+        "status", parents=[common], help="say whether the broker runs, and where (exit 0 / 3 / 4)"
+    )
     status.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for a metadata answer")
     return parser
 

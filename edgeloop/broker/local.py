@@ -314,8 +314,8 @@ class LocalBroker:
         for name, number in ports.items():
             if not port_free(number):
                 raise BrokerError(
-                    f"{name} {number} on {HOST} is already in use by another process; choose another "
-                    f"(e.g. `edgeloop kafka start --port {number + 100}`) or stop what uses it"
+                    f"{name} {number} on {HOST} is already in use by another process: stop what uses it "
+                    f"(`ss -ltnp 'sport = :{number}'` shows it) or choose another port"
                 )
         self._write_configuration()
         base = [

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from edgeloop.broker import BrokerError, running_bootstrap
@@ -129,6 +129,25 @@ def test_new_topic_has_the_partitions_asked_for(kafka_config: dict[str, Any], ne
     metadata = AdminClient(kafka_config).list_topics(topic, timeout=10).topics[topic]
     assert topic.startswith("four-")
     assert sorted(metadata.partitions) == [0, 1, 2, 3]
+
+
+def test_transactions_work_on_a_single_node(kafka_config: dict[str, Any], new_topic: Any) -> None:
+    # transaction.state.log replication 1 / min ISR 1: a single node must accept transactional producers.
+    topic = new_topic()
+    producer = Producer({**kafka_config, "transactional.id": unique_name("tx"), "log_level": 3})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for i in range(3):
+        producer.produce(topic, value=f"committed-{i}".encode())
+    producer.commit_transaction(30)
+    producer.begin_transaction()
+    producer.produce(topic, value=b"aborted")
+    producer.abort_transaction(30)
+
+    read_committed = {**kafka_config, "isolation.level": "read_committed"}
+    messages = consume(read_committed, topic, 3)
+
+    assert [m.value() for m in messages] == [b"committed-0", b"committed-1", b"committed-2"]
 
 
 # --------------------------------------------------------------------------- the CLI
