@@ -61,7 +61,7 @@ def build_monitor(settings: ConsumerSettings, registry: ModelRegistry) -> Monito
             "the consumer needs the reference training data: set --training-data or EDGELOOP_TRAINING_DATA"
         )
     train_kps, train_gt, _ids = read_labelled(settings.training_data)
-    ensure_initial_version(registry, train_kps, train_gt, TrainingConfig(seed=settings.seed), name=settings.model_name)
+    ensure_initial_version(registry, train_kps, train_gt, TrainingConfig(seed=settings.seed))
     latest = registry.latest()
     assert latest is not None  # ensure_initial_version guarantees version 0
     reference = build_reference(settings, train_kps)
