@@ -2,37 +2,49 @@
 
 :class:`ReferenceClusters` summarises the frames a model was trained on in at most ``max_clusters``
 micro-clusters, each a *cluster feature* (CF, as in BIRCH/CluStream): the count, linear sum and squared
-sum of its members per coordinate. From a CF follow its centre, its radius (root-mean-square distance of
-the members to the centre) and its weight, and two CFs merge by adding them, so the summary is built in
-one pass with bounded memory and new training data is absorbed later without a rebuild (:meth:`absorb`).
+sum of its members per coordinate, plus a count per class label when the reference is labelled. From a
+CF follow its centre, its radius (root-mean-square distance of the members to the centre), its weight and
+its label mix, and two CFs merge by adding them, so the summary is built in one pass with bounded memory
+and new training data is absorbed later without a rebuild (:meth:`~ReferenceClusters.absorb`).
 
-Scoring a frame
+Two scores, both vectorised over a batch (one float32 matrix product against all centres):
+
+``"density"`` (default)
     Each micro-cluster is read as an isotropic Gaussian (centre, radius) weighted by its share of the
-    reference. The score of a frame is its per-coordinate negative log-likelihood under the best
-    component::
+    reference. The score is the per-coordinate negative log-likelihood under the best component::
 
-        score = min_j  0.5 * (d_j / r_j)**2 + log(r_j) - density_weight * log(w_j / W) / n_coords
+        density = min_j  0.5 * (d_j / r_j)**2 + log(r_j) - density_weight * log(w_j / W) / n_coords
 
-    ``d_j / r_j`` is the distance to the micro-cluster relative to its radius; ``log(r_j)`` and the weight
-    term are the density: a frame that only a light or very diffuse micro-cluster covers is in a sparsely
-    supported region and scores higher than one equally close to a heavy, tight micro-cluster.
-    ``density_weight`` tunes that term (0 switches it off). Missing keypoints (NaN after
-    :func:`edgeloop.features.featurise`) are left out of the distance, which is rescaled to all
-    coordinates, so a frame with a missing ankle is compared on what it has, never as if the ankle sat
-    at the origin.
+    ``d_j / r_j`` is the distance relative to the radius; ``log(r_j)`` and the weight term are the density:
+    a frame that only a light or diffuse micro-cluster covers lies in a sparsely supported region and
+    scores higher than one equally close to a heavy, tight micro-cluster.
+``"boundary"`` (needs a labelled reference)
+    The frame's reference neighbourhood (the nearest micro-clusters, taken until they hold
+    ``neighbourhood`` reference points) gives a label mix and a mean member distance; the score is::
+
+        boundary = (1 - share of the majority label) * mean distance / absorption radius
+
+    high for a frame far from the reference whose nearest reference straddles the class boundary, which
+    is where a model trained on that reference extrapolates its decision boundary. On the orientation
+    pack with UpTrain's raw-pixel model this ranks the model's errors far better than the density score
+    (see ``scripts/flag_quality.py``).
+
+Missing keypoints (NaN after :func:`edgeloop.features.featurise`) are left out of every distance, which is
+rescaled to all coordinates, so a frame with a missing ankle is compared on what it has, never as if the
+ankle sat at the origin.
 
 Threshold
-    Calibrated on the reference itself: a bounded, seeded reservoir of reference features is kept and
-    scored leave-one-out (each point removed from the CF of the micro-cluster that covers it, which a CF
-    allows exactly), and the threshold is the ``threshold_quantile`` of those self-scores. An absolute
-    ``threshold`` overrides it.
+    Calibrated on the reference itself: a bounded, seeded reservoir of reference features (and labels) is
+    kept and scored leave-one-out (each point subtracted from the CF of the micro-cluster that covers it,
+    which CF arithmetic allows exactly), and the threshold is the ``threshold_quantile`` of those
+    self-scores, optionally pushed further out by ``threshold_margin``. An absolute ``threshold``
+    overrides it.
 
 Why numpy and not river's stream clusterers
     river 0.26.1's ``DenStream`` computes a micro-cluster radius as the norm of the squared-sum vector
     instead of the square root of its sum, so its epsilon test always passes, and ``DBSTREAM`` /
     ``CluStream`` learn at 30-300 µs per point with ``predict_one`` slower still, one Python call per
-    frame. The CF arithmetic is a few lines of numpy, and scoring becomes one float32 matrix product
-    per batch.
+    frame. The CF arithmetic is a few lines of numpy, and scoring becomes a matrix product per batch.
 
 Examples
 --------
@@ -65,10 +77,11 @@ __all__ = ["ClusteringError", "Explanation", "ReferenceClusters", "ScoreResult"]
 logger = logging.getLogger(__name__)
 
 ClusterMode = Literal["pose", "raw", "none"]
+FlagOn = Literal["density", "boundary"]
 STATE_SCHEMA = 1
-# Frames are scored in blocks of this many rows so the (rows x clusters) float32 work matrices stay a few
-# MiB and in cache-friendly sizes, whatever the batch size.
-SCORE_BLOCK_ROWS = 1024
+# Frames are scored in row blocks sized so that a (rows x clusters) float32 work matrix holds about this
+# many entries (1 MiB, cache-sized), whatever the batch size and the number of clusters.
+SCORE_BLOCK_ENTRIES = 1 << 18
 # Learning works through a batch in chunks of this many rows: the leader step builds a chunk x chunk
 # distance matrix for the points no micro-cluster covers.
 LEARN_CHUNK_ROWS = 1024
@@ -80,6 +93,8 @@ RADIUS_PRIOR_COUNT = 1.0
 # Auto radius (first batch): this quantile of the nearest-neighbour distances within the batch.
 AUTO_RADIUS_QUANTILE = 0.5
 AUTO_RADIUS_SAMPLE = 2000
+# The boundary score looks at most this many nearest micro-clusters to gather its neighbourhood.
+NEIGHBOURHOOD_CLUSTERS = 64
 TOP_KEYPOINTS = 3
 
 
@@ -94,16 +109,21 @@ class ScoreResult:
     Attributes
     ----------
     score
-        float64 OOD score (higher = more unusual); NaN for a frame with no keypoint at all.
+        float64 score that is compared with the threshold (the ``flag_on`` kind; higher = more
+        unusual); NaN for a frame with no keypoint at all.
     is_ood
         bool, ``score > threshold`` (a frame without keypoints is flagged too).
     nearest
-        int64 index of the best micro-cluster, valid for the clustering's current ``revision``
+        int64 index of the best micro-cluster, valid for the clustering's ``revision`` at scoring time
         (``-1`` for a frame without keypoints).
     threshold
         The threshold in force when the batch was scored.
     revision
         :attr:`ReferenceClusters.revision` at scoring time.
+    density
+        The density score (always computed).
+    minority
+        Share of the minority labels in the reference neighbourhood; only with ``flag_on="boundary"``.
     """
 
     score: np.ndarray
@@ -111,6 +131,8 @@ class ScoreResult:
     nearest: np.ndarray
     threshold: float
     revision: int
+    density: np.ndarray
+    minority: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.score.shape[0])
@@ -126,6 +148,7 @@ class Explanation:
     """Why one frame was flagged: its nearest micro-cluster and the keypoints that deviate most."""
 
     row: int
+    kind: str
     score: float
     threshold: float
     nearest_cluster: int
@@ -133,22 +156,27 @@ class Explanation:
     keypoints: tuple[int, ...]
     keypoint_names: tuple[str, ...]
     deviations: tuple[float, ...]
+    minority: float | None = None
 
     @property
     def reason(self) -> str:
         """One line for logs and the edge-case message."""
         worst = ", ".join(f"{n} {d:.3g}" for n, d in zip(self.keypoint_names, self.deviations, strict=True))
+        mix = "" if self.minority is None else f", neighbourhood minority-label share {self.minority:.2f}"
         return (
-            f"score {self.score:.3g} > threshold {self.threshold:.3g}; nearest reference micro-cluster "
-            f"{self.nearest_cluster} (weight {self.cluster_weight:.3g}); most deviating keypoints: {worst}"
+            f"{self.kind} score {self.score:.3g} > threshold {self.threshold:.3g}; nearest reference "
+            f"micro-cluster {self.nearest_cluster} (weight {self.cluster_weight:.3g}{mix}); most deviating "
+            f"keypoints: {worst}"
         )
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "kind": self.kind,
             "score": self.score,
             "threshold": self.threshold,
             "nearest_cluster": self.nearest_cluster,
             "cluster_weight": self.cluster_weight,
+            "minority": self.minority,
             "keypoints": list(self.keypoint_names),
             "deviations": list(self.deviations),
             "reason": self.reason,
@@ -170,14 +198,21 @@ class ReferenceClusters:
         Absorption radius in feature units: a point joins its nearest micro-cluster when it lies within
         this distance of the centre, else it starts a new one. ``None``: the median nearest-neighbour
         distance within the first learned batch.
+    flag_on
+        Which score is thresholded: ``"density"`` or ``"boundary"`` (needs labels in :meth:`learn`).
     density_weight
-        Weight of the density term (``-log`` micro-cluster weight) in the score; 0 switches it off.
+        Weight of the density term (``-log`` micro-cluster weight) in the density score; 0 = off.
+    neighbourhood
+        Reference points gathered for the boundary score.
     threshold_quantile
-        Quantile of the leave-one-out reference self-scores used as threshold.
+        Quantile of the leave-one-out reference self-scores the threshold is based on.
+    threshold_margin
+        The threshold sits this many times as far above the median self-score as the quantile does:
+        ``median + margin * (quantile - median)``; 1 = the quantile itself.
     threshold
         Absolute threshold; overrides ``threshold_quantile`` when given.
     calibration_size
-        Size of the seeded reservoir of reference features kept for calibration (bounded memory).
+        Size of the seeded reservoir of reference points kept for calibration (bounded memory).
     seed
         Seeds the reservoir; the same data in the same order with the same seed gives the same state.
     """
@@ -188,40 +223,55 @@ class ReferenceClusters:
         mode: ClusterMode = "pose",
         max_clusters: int = 200,
         radius: float | None = None,
+        flag_on: FlagOn = "density",
         density_weight: float = 1.0,
+        neighbourhood: float = 40.0,
         threshold_quantile: float = 0.99,
+        threshold_margin: float = 1.0,
         threshold: float | None = None,
         calibration_size: int = 4096,
         seed: int = 0,
     ) -> None:
         if mode not in ("pose", "raw", "none"):
             raise ClusteringError(f"unknown feature mode {mode!r}; use 'pose', 'raw' or 'none'")
+        if flag_on not in ("density", "boundary"):
+            raise ClusteringError(f"unknown flag_on {flag_on!r}; use 'density' or 'boundary'")
         if max_clusters < 1:
             raise ClusteringError(f"max_clusters must be at least 1, got {max_clusters}")
         if radius is not None and not radius > 0:
             raise ClusteringError(f"radius must be positive (feature units) or None for auto, got {radius}")
         if not 0.0 < threshold_quantile <= 1.0:
             raise ClusteringError(f"threshold_quantile must be in (0, 1], got {threshold_quantile}")
+        if not threshold_margin > 0:
+            raise ClusteringError(f"threshold_margin must be positive, got {threshold_margin}")
         if density_weight < 0:
             raise ClusteringError(f"density_weight must be >= 0, got {density_weight}")
+        if not neighbourhood > 0:
+            raise ClusteringError(f"neighbourhood must be a positive number of points, got {neighbourhood}")
         if calibration_size < 1:
             raise ClusteringError(f"calibration_size must be at least 1, got {calibration_size}")
         self.mode: ClusterMode = mode
         self.max_clusters = int(max_clusters)
         self.radius = None if radius is None else float(radius)
+        self.flag_on: FlagOn = flag_on
         self.density_weight = float(density_weight)
+        self.neighbourhood = float(neighbourhood)
         self.threshold_quantile = float(threshold_quantile)
+        self.threshold_margin = float(threshold_margin)
         self.absolute_threshold = None if threshold is None else float(threshold)
         self.calibration_size = int(calibration_size)
         self.seed = int(seed)
         self._rng = np.random.default_rng(self.seed)
         self._dim = 0
+        self._n_classes = 0
         # Cluster features, float64 so that absorbing many batches does not lose precision.
         self._count = np.zeros(0)  # (K,) members
         self._dim_count = np.zeros((0, 0))  # (K, D) members with that coordinate present
         self._linear = np.zeros((0, 0))  # (K, D) linear sum
         self._squares = np.zeros((0, 0))  # (K, D) squared sum
+        self._class_count = np.zeros((0, 0))  # (K, C) labelled members per class
         self._reservoir = np.zeros((0, 0))
+        self._reservoir_labels = np.zeros(0, dtype=np.int64)  # -1 = unlabelled
         self._seen = 0  # reference points seen (for reservoir sampling)
         self._calibrated_threshold = float("nan")
         self.revision = 0
@@ -230,12 +280,11 @@ class ReferenceClusters:
     # ------------------------------------------------------------------ features
     def features(self, X: np.ndarray) -> np.ndarray:
         """The feature matrix this clustering compares (a new float64 array; NaN = missing)."""
+        arr = np.asarray(X)
         if self.mode == "none":
-            arr = np.asarray(X)
             if arr.ndim != 2:
                 raise ClusteringError(f"expected a 2-D feature matrix, got shape {arr.shape}")
             return np.array(arr, dtype=np.float64)
-        arr = np.asarray(X)
         if arr.ndim == 1:
             arr = arr[None, :]
         return featurise(arr, self.mode)
@@ -251,8 +300,13 @@ class ReferenceClusters:
         return self._seen
 
     @property
+    def n_classes(self) -> int:
+        """Label classes seen (0 for an unlabelled reference)."""
+        return self._n_classes
+
+    @property
     def threshold(self) -> float:
-        """The score above which a frame is out of distribution."""
+        """The score above which a frame is flagged."""
         if self.absolute_threshold is not None:
             return self.absolute_threshold
         return self._calibrated_threshold
@@ -277,7 +331,12 @@ class ReferenceClusters:
     @property
     def radii(self) -> np.ndarray:
         """``(K,)`` radius of each micro-cluster as used in scoring (shrunk towards the absorption radius)."""
-        return np.sqrt(self._derive().radius2.astype(np.float64))
+        return np.sqrt(self._derive().radius2)
+
+    @property
+    def class_counts(self) -> np.ndarray:
+        """``(K, C)`` labelled members per class (a copy)."""
+        return self._class_count.copy()
 
     def assignment_counts(self, nearest: np.ndarray) -> np.ndarray:
         """How many frames of ``nearest`` fall in each micro-cluster: ``(K,)`` int64 (``-1`` ignored)."""
@@ -285,40 +344,73 @@ class ReferenceClusters:
         return np.bincount(nearest[nearest >= 0], minlength=self.n_clusters).astype(np.int64)
 
     # ------------------------------------------------------------------ learning
-    def learn(self, X: np.ndarray) -> ReferenceClusters:
+    def learn(self, X: np.ndarray, labels: np.ndarray | None = None) -> ReferenceClusters:
         """Absorb reference points ``X`` (one pass, batch-wise); returns ``self``.
 
-        ``X`` is never modified. Rows without any keypoint are ignored.
+        Parameters
+        ----------
+        X
+            ``(n, 34)`` keypoints (or features for mode ``"none"``); never modified. Rows without any
+            keypoint are ignored.
+        labels
+            Optional ``(n,)`` non-negative integer class labels (the ``gt`` of training data); they feed
+            the boundary score.
         """
         F = self.features(X)
-        F = F[~np.isnan(F).all(axis=1)]
+        lab = self._check_labels(labels, F.shape[0])
+        keep = ~np.isnan(F).all(axis=1)
+        F, lab = F[keep], lab[keep]
         if F.shape[0] == 0:
             return self
         if self._dim == 0:
             self._init_dim(F.shape[1])
         elif F.shape[1] != self._dim:
             raise ClusteringError(f"expected {self._dim} feature columns, got {F.shape[1]}")
+        if lab.size and lab.max(initial=-1) >= self._n_classes:
+            grow = max(2, int(lab.max()) + 1) - self._n_classes
+            self._class_count = np.hstack([self._class_count, np.zeros((self.n_clusters, grow))])
+            self._n_classes += grow
         if self.radius is None:
             self.radius = _auto_radius(F[:AUTO_RADIUS_SAMPLE])
             logger.info("reference clustering: absorption radius %.4g (auto from the first batch)", self.radius)
         for start in range(0, F.shape[0], LEARN_CHUNK_ROWS):
-            self._learn_chunk(F[start : start + LEARN_CHUNK_ROWS])
+            stop = start + LEARN_CHUNK_ROWS
+            self._learn_chunk(F[start:stop], lab[start:stop])
             self._reduce_to_budget()
-        self._update_reservoir(F)
+        self._update_reservoir(F, lab)
         self.revision += 1
         self._derived = None
         self._calibrate()
         logger.info(
-            "reference clustering revision %d: %d points in %d micro-clusters, threshold %.4g",
+            "reference clustering revision %d: %d points in %d micro-clusters, %s threshold %.4g",
             self.revision,
             self._seen,
             self.n_clusters,
+            self.flag_on,
             self.threshold,
         )
         return self
 
-    absorb = learn
-    """New training data (a new model version) is absorbed exactly like the first: :meth:`learn`."""
+    def absorb(self, X: np.ndarray, labels: np.ndarray | None = None) -> ReferenceClusters:
+        """Absorb new training data (a new model version) exactly like the first: :meth:`learn`."""
+        return self.learn(X, labels)
+
+    @staticmethod
+    def _check_labels(labels: np.ndarray | None, n: int) -> np.ndarray:
+        if labels is None:
+            return np.full(n, -1, dtype=np.int64)
+        lab = np.asarray(labels)
+        if lab.shape != (n,):
+            raise ClusteringError(f"labels must have shape ({n},) like the reference rows, got {lab.shape}")
+        integral = np.issubdtype(lab.dtype, np.integer) or lab.dtype == bool
+        if not integral and not (
+            np.issubdtype(lab.dtype, np.floating) and np.all(np.isfinite(lab)) and np.all(lab == np.round(lab))
+        ):
+            raise ClusteringError("labels must be non-negative integers (class ids such as gt 0/1)")
+        lab = lab.astype(np.int64)
+        if lab.size and lab.min() < 0:
+            raise ClusteringError("labels must be non-negative integers (class ids such as gt 0/1)")
+        return lab
 
     def _init_dim(self, dim: int) -> None:
         self._dim = dim
@@ -327,7 +419,7 @@ class ReferenceClusters:
         self._squares = np.zeros((0, dim))
         self._reservoir = np.zeros((0, dim))
 
-    def _learn_chunk(self, F: np.ndarray) -> None:
+    def _learn_chunk(self, F: np.ndarray, lab: np.ndarray) -> None:
         present = ~np.isnan(F)
         F0 = np.where(present, F, 0.0)
         assert self.radius is not None
@@ -337,23 +429,25 @@ class ReferenceClusters:
             d2 = _masked_sq_distances(F0, present, centres, self._dim_count > 0)
             nearest = d2.argmin(axis=1)
             covered = d2[np.arange(F.shape[0]), nearest] <= self.radius**2
-            self._add_to(nearest[covered], F0[covered], present[covered])
+            self._add_to(nearest[covered], F0[covered], present[covered], lab[covered])
             leftover = ~covered
         if leftover.any():
-            self._leader_step(F0[leftover], present[leftover])
+            self._leader_step(F0[leftover], present[leftover], lab[leftover])
 
-    def _add_to(self, index: np.ndarray, F0: np.ndarray, present: np.ndarray) -> None:
+    def _add_to(self, index: np.ndarray, F0: np.ndarray, present: np.ndarray, lab: np.ndarray) -> None:
         np.add.at(self._count, index, 1.0)
         np.add.at(self._dim_count, index, present.astype(np.float64))
         np.add.at(self._linear, index, F0)
         np.add.at(self._squares, index, F0 * F0)
+        labelled = lab >= 0
+        if labelled.any():
+            np.add.at(self._class_count, (index[labelled], lab[labelled]), 1.0)
 
-    def _leader_step(self, F0: np.ndarray, present: np.ndarray) -> None:
+    def _leader_step(self, F0: np.ndarray, present: np.ndarray, lab: np.ndarray) -> None:
         """New micro-clusters for points no existing one covers: each uncovered point in order leads a
         new micro-cluster and takes every later uncovered point within the radius."""
         assert self.radius is not None
-        d2 = _masked_sq_distances(F0, present, F0, present)
-        within = d2 <= self.radius**2
+        within = _masked_sq_distances(F0, present, F0, present) <= self.radius**2
         free = np.ones(F0.shape[0], dtype=bool)
         owner = np.full(F0.shape[0], -1)
         n_new = 0
@@ -365,12 +459,12 @@ class ReferenceClusters:
             owner[members] = n_new
             free &= ~members
             n_new += 1
-        index = owner + self.n_clusters
         self._count = np.concatenate([self._count, np.zeros(n_new)])
         self._dim_count = np.vstack([self._dim_count, np.zeros((n_new, self._dim))])
         self._linear = np.vstack([self._linear, np.zeros((n_new, self._dim))])
         self._squares = np.vstack([self._squares, np.zeros((n_new, self._dim))])
-        self._add_to(index, F0, present)
+        self._class_count = np.vstack([self._class_count, np.zeros((n_new, self._n_classes))])
+        self._add_to(owner + self.n_clusters - n_new, F0, present, lab)
 
     def _reduce_to_budget(self) -> None:
         """Merge the pairs of micro-clusters with the smallest Ward cost until at most ``max_clusters``."""
@@ -380,20 +474,15 @@ class ReferenceClusters:
             idx = np.arange(self.n_clusters)
             # Reciprocal cheapest partners are disjoint pairs; there is always at least one (the
             # globally cheapest pair), so every round makes progress.
-            mutual = (partner[partner] == idx) & (idx < partner)
-            pairs = np.flatnonzero(mutual)
+            pairs = np.flatnonzero((partner[partner] == idx) & (idx < partner))
             pairs = pairs[np.argsort(cost[pairs], kind="stable")][:excess]
             a, b = pairs, partner[pairs]
-            self._count[a] += self._count[b]
-            self._dim_count[a] += self._dim_count[b]
-            self._linear[a] += self._linear[b]
-            self._squares[a] += self._squares[b]
             keep = np.ones(self.n_clusters, dtype=bool)
             keep[b] = False
-            self._count = self._count[keep]
-            self._dim_count = self._dim_count[keep]
-            self._linear = self._linear[keep]
-            self._squares = self._squares[keep]
+            for name in ("_count", "_dim_count", "_linear", "_squares", "_class_count"):
+                arr = getattr(self, name)
+                arr[a] += arr[b]
+                setattr(self, name, arr[keep])
 
     def _cheapest_partners(self) -> tuple[np.ndarray, np.ndarray]:
         present = self._dim_count > 0
@@ -403,64 +492,46 @@ class ReferenceClusters:
         cost = np.empty(self.n_clusters)
         for start in range(0, self.n_clusters, MERGE_BLOCK_ROWS):
             stop = min(start + MERGE_BLOCK_ROWS, self.n_clusters)
+            rows = np.arange(stop - start)
             d2 = _masked_sq_distances(centres[start:stop], present[start:stop], centres, present)
             # Ward: merging i and j adds n_i n_j / (n_i + n_j) * |c_i - c_j|^2 to the within-cluster sum.
             ward = d2 * (n[start:stop, None] * n[None, :]) / (n[start:stop, None] + n[None, :])
-            ward[np.arange(stop - start), np.arange(start, stop)] = np.inf
+            ward[rows, np.arange(start, stop)] = np.inf
             partner[start:stop] = ward.argmin(axis=1)
-            cost[start:stop] = ward[np.arange(stop - start), partner[start:stop]]
+            cost[start:stop] = ward[rows, partner[start:stop]]
         return partner, cost
 
-    def _update_reservoir(self, F: np.ndarray) -> None:
+    def _update_reservoir(self, F: np.ndarray, lab: np.ndarray) -> None:
         """Reservoir sampling (Algorithm R, vectorised): a uniform sample of everything seen."""
         n_before = self._seen
         room = max(0, self.calibration_size - self._reservoir.shape[0])
-        take = F[:room]
-        self._reservoir = np.vstack([self._reservoir, take])
+        self._reservoir = np.vstack([self._reservoir, F[:room]])
+        self._reservoir_labels = np.concatenate([self._reservoir_labels, lab[:room]])
         rest = F[room:]
         if rest.shape[0]:
             # Point number t (1-based over the whole stream) replaces slot u ~ U[0, t) when u < size.
             t = n_before + room + np.arange(1, rest.shape[0] + 1)
             slots = np.floor(self._rng.random(rest.shape[0]) * t).astype(np.int64)
             hit = slots < self.calibration_size
-            # Later points overwrite earlier ones in the same slot, as the sequential algorithm would.
+            # Fancy assignment keeps the last write per slot, as the sequential algorithm would.
             self._reservoir[slots[hit]] = rest[hit]
+            self._reservoir_labels[slots[hit]] = lab[room:][hit]
         self._seen = n_before + F.shape[0]
 
     def _calibrate(self) -> None:
-        scores = self._self_scores(self._reservoir)
+        if self.flag_on == "boundary" and self._n_classes == 0:
+            raise ClusteringError(
+                "flag_on='boundary' needs a labelled reference: pass labels= to learn()/absorb(), "
+                "or use flag_on='density'"
+            )
+        scores = self._scores(self._reservoir, loo_labels=self._reservoir_labels)[0]
         finite = scores[np.isfinite(scores)]
-        self._calibrated_threshold = (
-            float(np.quantile(finite, self.threshold_quantile)) if finite.size else float("inf")
-        )
-
-    def _self_scores(self, F: np.ndarray) -> np.ndarray:
-        """Leave-one-out scores: each point scored with itself removed from its covering micro-cluster."""
-        d = self._derive()
-        out = np.full(F.shape[0], np.nan)
-        for start in range(0, F.shape[0], SCORE_BLOCK_ROWS):
-            block = F[start : start + SCORE_BLOCK_ROWS]
-            s = self._score_matrix(block, d)
-            rows = np.arange(block.shape[0])
-            # The covering micro-cluster is the nearest centre (the point counts in it, so it is there).
-            present = ~np.isnan(block)
-            d2 = _masked_sq_distances(np.where(present, block, 0.0), present, d.centres64, d.centre_present)
-            own = d2.argmin(axis=1)
-            s[rows, own] = self._loo_component_score(block, present, own)
-            out[start : start + block.shape[0]] = s.min(axis=1)
-        return out
-
-    def _loo_component_score(self, F: np.ndarray, present: np.ndarray, own: np.ndarray) -> np.ndarray:
-        """Score of each point against its own micro-cluster with the point subtracted from the CF."""
-        F0 = np.where(present, F, 0.0)
-        n = self._count[own] - 1.0
-        dim_n = self._dim_count[own] - present
-        linear = self._linear[own] - F0
-        squares = self._squares[own] - F0 * F0
-        alone = n <= 0
-        total = self._count.sum() - 1.0
-        score = self._component_score(F0, present, n, dim_n, linear, squares, total)
-        return np.where(alone, np.inf, score)
+        if finite.size == 0:
+            self._calibrated_threshold = float("inf")
+            return
+        typical = float(np.median(finite))
+        high = float(np.quantile(finite, self.threshold_quantile))
+        self._calibrated_threshold = typical + self.threshold_margin * (high - typical)
 
     # ------------------------------------------------------------------ scoring
     def score(self, X: np.ndarray) -> ScoreResult:
@@ -473,49 +544,119 @@ class ReferenceClusters:
         F = self.features(X)
         if F.shape[1] != self._dim:
             raise ClusteringError(f"expected {self._dim} feature columns, got {F.shape[1]}")
-        d = self._derive()
-        n = F.shape[0]
-        score = np.empty(n)
-        nearest = np.empty(n, dtype=np.int64)
-        for start in range(0, n, SCORE_BLOCK_ROWS):
-            s = self._score_matrix(F[start : start + SCORE_BLOCK_ROWS], d)
-            best = s.argmin(axis=1)
-            nearest[start : start + s.shape[0]] = best
-            score[start : start + s.shape[0]] = s[np.arange(s.shape[0]), best]
+        score, density, nearest, minority = self._scores(F)
         empty = np.isnan(F).all(axis=1)
-        score[empty] = np.nan
+        for arr in (score, density):
+            arr[empty] = np.nan
         nearest[empty] = -1
         threshold = self.threshold
-        is_ood = (score > threshold) | empty
-        return ScoreResult(score=score, is_ood=is_ood, nearest=nearest, threshold=threshold, revision=self.revision)
+        return ScoreResult(
+            score=score,
+            is_ood=(score > threshold) | empty,
+            nearest=nearest,
+            threshold=threshold,
+            revision=self.revision,
+            density=density,
+            minority=minority,
+        )
 
-    def _score_matrix(self, F: np.ndarray, d: _Derived) -> np.ndarray:
-        """``(rows, K)`` float32 component scores of a block of feature rows."""
-        present = ~np.isnan(F)
+    def _scores(
+        self, F: np.ndarray, loo_labels: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """(flag score, density, nearest, minority) for feature rows, block by block.
+
+        With ``loo_labels`` the rows are reference points scored leave-one-out: each is subtracted (with
+        its label, ``-1`` = none) from the micro-cluster whose centre is nearest, the one covering it.
+        """
+        d = self._derive()
+        n = F.shape[0]
+        boundary = self.flag_on == "boundary"
+        density = np.empty(n)
+        nearest = np.empty(n, dtype=np.int64)
+        minority = np.empty(n) if boundary else None
+        flag = np.empty(n) if boundary else density
+        step = _block_rows(self.n_clusters)
+        for start in range(0, n, step):
+            block = F[start : start + step]
+            rows = np.arange(block.shape[0])
+            present = ~np.isnan(block)
+            need_d2 = boundary or loo_labels is not None
+            if present.all() and d.complete:
+                # Common case: one float32 matmul of [x, |x|^2, 1] gives every component's score.
+                X = (block - d.offset).astype(np.float32)
+                A = np.hstack([X, (X * X).sum(axis=1, keepdims=True), np.ones((X.shape[0], 1), np.float32)])
+                S = A @ d.score_aug
+                d2 = np.maximum(A @ d.dist_aug, 0.0) if need_d2 else None
+            else:
+                d2 = self._masked_sq_distances32(block, present, d)
+                S = d2 * d.inv_2r2[None, :] + d.bias[None, :]
+            own = own_label = None
+            if loo_labels is not None:
+                assert d2 is not None
+                own = d2.argmin(axis=1)
+                own_label = loo_labels[start : start + block.shape[0]]
+                S[rows, own] = self._loo_density(block, present, own)
+            best = S.argmin(axis=1)
+            sl = slice(start, start + block.shape[0])
+            nearest[sl] = best
+            density[sl] = S[rows, best]
+            if boundary:
+                assert minority is not None and d2 is not None
+                flag[sl], minority[sl] = self._boundary(d2, d, own, own_label)
+        return flag, density, nearest, minority
+
+    def _masked_sq_distances32(self, F: np.ndarray, present: np.ndarray, d: _Derived) -> np.ndarray:
+        """``(rows, K)`` float32 squared distances over the coordinates present in both, rescaled to all."""
         X = np.where(present, F - d.offset, 0.0).astype(np.float32)
-        if present.all() and d.complete:
-            # Common case, one matmul: |x - c|^2 = |x|^2 - 2 x.c + |c|^2.
-            d2 = (X * X).sum(axis=1, keepdims=True) - 2.0 * (X @ d.centres_t) + d.centre_sq[None, :]
-        else:
-            pm = present.astype(np.float32)
-            d2 = (X * X) @ d.centre_mask_t - 2.0 * (X @ d.centres_t) + pm @ d.centre_sq_t
-            overlap = pm @ d.centre_mask_t
-            with np.errstate(divide="ignore", invalid="ignore"):
-                d2 = np.where(overlap > 0, d2 * (self._dim / overlap), np.inf).astype(np.float32)
-        np.maximum(d2, 0.0, out=d2)
-        return d2 * d.inv_2r2[None, :] + d.bias[None, :]
+        pm = present.astype(np.float32)
+        d2 = (X * X) @ d.centre_mask_t - 2.0 * (X @ d.centres_t) + pm @ d.centre_sq_t
+        overlap = pm @ d.centre_mask_t
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d2 = np.where(overlap > 0, d2 * (self._dim / overlap), np.inf).astype(np.float32)
+        return np.maximum(d2, 0.0, out=d2)
 
-    def _component_score(
-        self,
-        F0: np.ndarray,
-        present: np.ndarray,
-        n: np.ndarray,
-        dim_n: np.ndarray,
-        linear: np.ndarray,
-        squares: np.ndarray,
-        total: float,
-    ) -> np.ndarray:
-        """Row-wise score of point i against the CF (n[i], dim_n[i], ...) in float64 (used leave-one-out)."""
+    def _boundary(
+        self, d2: np.ndarray, d: _Derived, own: np.ndarray | None, own_label: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Boundary score and minority share from the ``neighbourhood`` nearest reference points."""
+        n, k = d2.shape
+        m = min(k, NEIGHBOURHOOD_CLUSTERS)
+        idx = np.argpartition(d2, m - 1, axis=1)[:, :m] if m < k else np.broadcast_to(np.arange(k), (n, k))
+        dd = np.take_along_axis(d2, idx, axis=1)
+        order = np.argsort(dd, axis=1, kind="stable")
+        idx = np.take_along_axis(idx, order, axis=1)
+        dd = np.take_along_axis(dd, order, axis=1).astype(np.float64)
+        weight = d.count[idx]
+        classes = d.class_count[idx]  # (n, m, C)
+        if own is not None and own_label is not None:
+            is_own = idx == own[:, None]
+            weight = weight - is_own
+            labelled = own_label >= 0
+            if labelled.any():
+                classes = classes.copy()
+                onehot = np.zeros((n, d.class_count.shape[1]))
+                onehot[np.flatnonzero(labelled), own_label[labelled]] = 1.0
+                classes -= is_own[:, :, None] * onehot[:, None, :]
+        weight = np.maximum(weight, 0.0)
+        before = np.cumsum(weight, axis=1) - weight
+        take = np.clip(self.neighbourhood - before, 0.0, weight)
+        n_labelled = classes.sum(axis=2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mix = np.where(n_labelled[:, :, None] > 0, classes / np.maximum(n_labelled, 1e-12)[:, :, None], 0.0)
+            label_weight = take * (n_labelled > 0)
+            share = (label_weight[:, :, None] * mix).sum(axis=1) / label_weight.sum(axis=1, keepdims=True)
+            spread = (take * np.sqrt(dd + d.radius2[idx])).sum(axis=1) / take.sum(axis=1)
+        minority = np.nan_to_num(1.0 - share.max(axis=1), nan=0.0)
+        assert self.radius is not None
+        return minority * spread / self.radius, minority
+
+    def _loo_density(self, F: np.ndarray, present: np.ndarray, own: np.ndarray) -> np.ndarray:
+        """Density component of each point against its own micro-cluster with the point subtracted."""
+        F0 = np.where(present, F, 0.0)
+        n = self._count[own] - 1.0
+        dim_n = self._dim_count[own] - present
+        linear = self._linear[own] - F0
+        squares = self._squares[own] - F0 * F0
         radius2 = _shrunk_radius2(n, dim_n, linear, squares, self._radius_prior2())
         with np.errstate(invalid="ignore", divide="ignore"):
             centre = linear / np.maximum(dim_n, 1)
@@ -524,8 +665,9 @@ class ReferenceClusters:
         overlap = both.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             d2 = np.where(overlap > 0, (diff * diff).sum(axis=1) * (self._dim / overlap), np.inf)
-        weight = np.maximum(n, 1e-12) / max(total, 1e-12)
-        return 0.5 * d2 / radius2 + 0.5 * np.log(radius2) - self.density_weight * np.log(weight) / self._dim
+        weight = np.maximum(n, 1e-12) / max(self._count.sum() - 1.0, 1e-12)
+        score = 0.5 * d2 / radius2 + 0.5 * np.log(radius2) - self.density_weight * np.log(weight) / self._dim
+        return np.where(n <= 0, np.inf, score)
 
     def _radius_prior2(self) -> float:
         assert self.radius is not None
@@ -559,27 +701,26 @@ class ReferenceClusters:
             return []
         F = self.features(np.asarray(X)[idx])
         nearest = result.nearest[idx]
-        out: list[Explanation] = []
-        per_point = self._dim % 2 == 0 and self.mode != "none"
-        centres = self.centres
         valid = nearest >= 0
         dev = np.full(F.shape, np.nan)
-        dev[valid] = np.abs(F[valid] - centres[nearest[valid]])
-        if per_point:
-            pairs = dev.reshape(F.shape[0], -1, 2)
+        dev[valid] = np.abs(F[valid] - self.centres[nearest[valid]])
+        names: Sequence[str]
+        if self.mode != "none":
             with np.errstate(invalid="ignore"):
-                unit = np.sqrt((pairs**2).sum(axis=2))  # NaN where the keypoint is missing
-            names: Sequence[str] = KEYPOINT_NAMES
+                unit = np.sqrt((dev.reshape(F.shape[0], -1, 2) ** 2).sum(axis=2))  # NaN = missing
+            names = KEYPOINT_NAMES
         else:
             unit = dev
             names = [f"feature_{i}" for i in range(self._dim)]
         ranked = np.argsort(-np.nan_to_num(unit, nan=-1.0), axis=1, kind="stable")[:, :TOP_KEYPOINTS]
+        out: list[Explanation] = []
         for i, row in enumerate(idx):
             top = [int(k) for k in ranked[i] if np.isfinite(unit[i, k])]
             c = int(nearest[i])
             out.append(
                 Explanation(
                     row=int(row),
+                    kind=self.flag_on,
                     score=float(result.score[row]),
                     threshold=float(result.threshold),
                     nearest_cluster=c,
@@ -587,6 +728,7 @@ class ReferenceClusters:
                     keypoints=tuple(top),
                     keypoint_names=tuple(names[k] for k in top),
                     deviations=tuple(float(unit[i, k]) for k in top),
+                    minority=None if result.minority is None else float(result.minority[row]),
                 )
             )
         return out
@@ -600,18 +742,24 @@ class ReferenceClusters:
                 "mode": self.mode,
                 "max_clusters": self.max_clusters,
                 "radius": self.radius,
+                "flag_on": self.flag_on,
                 "density_weight": self.density_weight,
+                "neighbourhood": self.neighbourhood,
                 "threshold_quantile": self.threshold_quantile,
+                "threshold_margin": self.threshold_margin,
                 "threshold": self.absolute_threshold,
                 "calibration_size": self.calibration_size,
                 "seed": self.seed,
             },
             "dim": self._dim,
+            "n_classes": self._n_classes,
             "count": self._count.copy(),
             "dim_count": self._dim_count.copy(),
             "linear": self._linear.copy(),
             "squares": self._squares.copy(),
+            "class_count": self._class_count.copy(),
             "reservoir": self._reservoir.copy(),
+            "reservoir_labels": self._reservoir_labels.copy(),
             "seen": self._seen,
             "calibrated_threshold": self._calibrated_threshold,
             "revision": self.revision,
@@ -627,19 +775,27 @@ class ReferenceClusters:
                 f"reference clustering state has schema {state.get('schema')!r}, this code reads "
                 f"{STATE_SCHEMA}: rebuild it from the reference data"
             )
-        self = cls(**state["params"])
-        dim = int(state["dim"])
-        self._dim = dim
-        self._count = np.asarray(state["count"], dtype=np.float64).reshape(-1)
-        k = self._count.shape[0]
-        self._dim_count = np.asarray(state["dim_count"], dtype=np.float64).reshape(k, dim)
-        self._linear = np.asarray(state["linear"], dtype=np.float64).reshape(k, dim)
-        self._squares = np.asarray(state["squares"], dtype=np.float64).reshape(k, dim)
-        self._reservoir = np.asarray(state["reservoir"], dtype=np.float64).reshape(-1, dim)
-        self._seen = int(state["seen"])
-        self._calibrated_threshold = float(state["calibrated_threshold"])
-        self.revision = int(state["revision"])
-        self._rng.bit_generator.state = _destringify_ints(state["rng"])
+        try:
+            self = cls(**state["params"])
+            dim = int(state["dim"])
+            n_classes = int(state["n_classes"])
+            self._dim, self._n_classes = dim, n_classes
+            self._count = np.asarray(state["count"], dtype=np.float64).reshape(-1)
+            k = self._count.shape[0]
+            self._dim_count = np.asarray(state["dim_count"], dtype=np.float64).reshape(k, dim)
+            self._linear = np.asarray(state["linear"], dtype=np.float64).reshape(k, dim)
+            self._squares = np.asarray(state["squares"], dtype=np.float64).reshape(k, dim)
+            self._class_count = np.asarray(state["class_count"], dtype=np.float64).reshape(k, n_classes)
+            self._reservoir = np.asarray(state["reservoir"], dtype=np.float64).reshape(-1, dim)
+            self._reservoir_labels = np.asarray(state["reservoir_labels"], dtype=np.int64).reshape(-1)
+            self._seen = int(state["seen"])
+            self._calibrated_threshold = float(state["calibrated_threshold"])
+            self.revision = int(state["revision"])
+            self._rng.bit_generator.state = _destringify_ints(state["rng"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ClusteringError(
+                f"reference clustering state is incomplete or malformed ({exc!r}); rebuild it from the reference data"
+            ) from exc
         return self
 
     def to_bytes(self) -> bytes:
@@ -648,6 +804,7 @@ class ReferenceClusters:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ReferenceClusters:
+        """Rebuild a clustering from :meth:`to_bytes`."""
         try:
             state = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
@@ -656,8 +813,8 @@ class ReferenceClusters:
 
     def __repr__(self) -> str:
         return (
-            f"ReferenceClusters(mode={self.mode!r}, n_clusters={self.n_clusters}, seen={self._seen}, "
-            f"radius={self.radius}, threshold={self.threshold:.4g}, revision={self.revision})"
+            f"ReferenceClusters(mode={self.mode!r}, flag_on={self.flag_on!r}, n_clusters={self.n_clusters}, "
+            f"seen={self._seen}, radius={self.radius}, threshold={self.threshold:.4g}, revision={self.revision})"
         )
 
 
@@ -665,16 +822,17 @@ class ReferenceClusters:
 class _Derived:
     """Arrays derived from the CFs for scoring, rebuilt once per revision."""
 
-    offset: np.ndarray  # (D,) subtracted before the float32 matmul against cancellation
-    centres64: np.ndarray  # (K, D) centres, 0 where absent
-    centre_present: np.ndarray  # (K, D) bool
-    centres_t: np.ndarray  # (D, K) float32, offset removed
-    centre_sq: np.ndarray  # (K,) float32 |c - offset|^2
+    offset: np.ndarray  # (D,) subtracted before the float32 matmul, against cancellation
+    centres_t: np.ndarray  # (D, K) float32 centres minus offset, 0 where absent
+    score_aug: np.ndarray  # (D + 2, K) float32: [x, |x|^2, 1] @ score_aug = component scores
+    dist_aug: np.ndarray  # (D + 2, K) float32: [x, |x|^2, 1] @ dist_aug = squared distances
     centre_mask_t: np.ndarray  # (D, K) float32 presence
     centre_sq_t: np.ndarray  # (D, K) float32 per-coordinate squares
-    radius2: np.ndarray  # (K,) float32
+    radius2: np.ndarray  # (K,) float64
     inv_2r2: np.ndarray  # (K,) float32
     bias: np.ndarray  # (K,) float32 log-radius and density terms
+    count: np.ndarray  # (K,) float64
+    class_count: np.ndarray  # (K, C) float64
     complete: bool
 
     @classmethod
@@ -687,19 +845,29 @@ class _Derived:
         radius2 = _shrunk_radius2(rc._count, rc._dim_count, rc._linear, rc._squares, rc._radius_prior2())
         weight = rc._count / rc._count.sum()
         bias = 0.5 * np.log(radius2) - rc.density_weight * np.log(weight) / rc._dim
+        centre_sq = (shifted * shifted).sum(axis=1)
+        inv_2r2 = 0.5 / radius2
+        # score_j = inv_j * (|x|^2 - 2 x.c_j + |c_j|^2) + bias_j, as one product with [x, |x|^2, 1].
+        score_aug = np.vstack([-2.0 * shifted.T * inv_2r2, inv_2r2, centre_sq * inv_2r2 + bias])
+        dist_aug = np.vstack([-2.0 * shifted.T, np.ones_like(centre_sq), centre_sq])
         return cls(
             offset=offset,
-            centres64=centres,
-            centre_present=present,
             centres_t=np.ascontiguousarray(shifted.T, dtype=np.float32),
-            centre_sq=(shifted * shifted).sum(axis=1).astype(np.float32),
+            score_aug=np.ascontiguousarray(score_aug, dtype=np.float32),
+            dist_aug=np.ascontiguousarray(dist_aug, dtype=np.float32),
             centre_mask_t=np.ascontiguousarray(present.T, dtype=np.float32),
             centre_sq_t=np.ascontiguousarray((shifted * shifted).T, dtype=np.float32),
-            radius2=radius2.astype(np.float32),
+            radius2=radius2,
             inv_2r2=(0.5 / radius2).astype(np.float32),
             bias=bias.astype(np.float32),
+            count=rc._count.copy(),
+            class_count=rc._class_count.copy(),
             complete=bool(present.all()),
         )
+
+
+def _block_rows(n_clusters: int) -> int:
+    return int(min(4096, max(64, SCORE_BLOCK_ENTRIES // max(n_clusters, 1))))
 
 
 def _shrunk_radius2(
@@ -716,8 +884,7 @@ def _shrunk_radius2(
     var = np.maximum(var, 0.0)
     present = (dim_n > 0).sum(axis=1)
     # Rescale to all coordinates when some were never seen, like distances.
-    dim = dim_n.shape[1]
-    total = var.sum(axis=1) * np.where(present > 0, dim / np.maximum(present, 1), 1.0)
+    total = var.sum(axis=1) * np.where(present > 0, dim_n.shape[1] / np.maximum(present, 1), 1.0)
     n = np.maximum(n, 0.0)
     return (n * total + RADIUS_PRIOR_COUNT * prior2) / (n + RADIUS_PRIOR_COUNT)
 
@@ -725,7 +892,7 @@ def _shrunk_radius2(
 def _masked_sq_distances(A0: np.ndarray, a_present: np.ndarray, B0: np.ndarray, b_present: np.ndarray) -> np.ndarray:
     """Squared distances over the coordinates present in both, rescaled to all coordinates (float64).
 
-    Used by learning (exact enough in float64 for merge decisions); scoring has its own float32 path.
+    Used by learning, where float64 keeps merge decisions exact; scoring has its own float32 path.
     """
     dim = A0.shape[1]
     if a_present.all() and b_present.all():
@@ -740,11 +907,10 @@ def _masked_sq_distances(A0: np.ndarray, a_present: np.ndarray, B0: np.ndarray, 
 
 
 def _auto_radius(F: np.ndarray) -> float:
-    present = ~np.isnan(F)
-    F0 = np.where(present, F, 0.0)
     if F.shape[0] < 2:
         return 1.0
-    d2 = _masked_sq_distances(F0, present, F0, present)
+    present = ~np.isnan(F)
+    d2 = _masked_sq_distances(np.where(present, F, 0.0), present, np.where(present, F, 0.0), present)
     np.fill_diagonal(d2, np.inf)
     nn = np.sqrt(d2.min(axis=1))
     nn = nn[np.isfinite(nn) & (nn > 0)]
