@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -244,11 +244,12 @@ class ConsumerService:
             self._publish_edge_cases(batch.records, batch.kps, decisions, msg_of)
         offsets = self._next_offsets(frames)
         try:
-            self._settle(offsets)
+            # The decision log is written once the outputs are acknowledged and before the commit: a crash
+            # in between repeats decisions on restart, it never loses one.
+            self._settle(offsets, lambda: self._write_decisions(batch.records, decisions, msg_of))
         except DeliveryFailed as exc:
             self._retry_batch(frames, exc)
             return
-        self._write_decisions(batch.records, decisions, msg_of)
         self._account(frames, batch, errors, decisions, started)
 
     def _dead_letter(self, msg: Message, error: FrameError) -> None:
@@ -305,12 +306,14 @@ class ConsumerService:
             offsets[key] = max(offsets.get(key, -1), m.offset() + 1)
         return offsets
 
-    def _settle(self, offsets: dict[tuple[str, int], int]) -> None:
-        """Wait for the batch's outputs to be acknowledged, then commit its offsets."""
+    def _settle(self, offsets: dict[tuple[str, int], int], before_commit: Callable[[], None]) -> None:
+        """Wait for the batch's outputs to be acknowledged, call ``before_commit``, then commit its offsets."""
         if self.settings.exactly_once:
             tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
             try:
                 self.producer.send_offsets_to_transaction(tps, self.consumer.consumer_group_metadata(), 30)
+                self.producer.flush(self.settings.delivery_timeout_s)
+                before_commit()
                 self.producer.commit_transaction(self.settings.delivery_timeout_s)
             except KafkaException as exc:
                 self.producer.abort_transaction(30)
@@ -323,6 +326,7 @@ class ConsumerService:
                 f"{self._delivery_failures} outputs failed and {remaining} still unacknowledged after "
                 f"{self.settings.delivery_timeout_s:.0f}s"
             )
+        before_commit()
         self._pending.update(offsets)
         self._commit_pending()
 

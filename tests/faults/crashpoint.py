@@ -46,12 +46,12 @@ def install(point: str, after: int, marker: str) -> None:
         publish(self, *args)
         state["published"] = True
 
-    def settle_(self: Any, offsets: Any) -> None:
+    def settle_(self: Any, *args: Any) -> None:
         if point == "settle" and state["published"]:
             die(self)
         state["in_settle"] = True
         try:
-            settle(self, offsets)
+            settle(self, *args)
         finally:
             state["in_settle"] = False
 
