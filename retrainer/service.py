@@ -45,7 +45,7 @@ from edgeloop.registry import ModelRegistry, ModelVersion
 from retrainer import metrics
 from retrainer.annotation import LabelBook, MasterFileAnnotator, decode_label_messages
 from retrainer.buffer import EdgeCaseBuffer
-from retrainer.collector import EdgeCaseCollector
+from retrainer.collector import CollectResult, EdgeCaseCollector
 from retrainer.near_duplicates import NearDuplicateFilter
 from retrainer.retraining import CrashHook, Retrainer, RetrainReport, crash_hook_from_env
 from retrainer.settings import RetrainerSettings
@@ -183,6 +183,8 @@ class RetrainerService:
         self._pending: dict[tuple[str, int], int] = {}  # processed (in the buffer), not committed: next offset
         self._last_label_refresh = time.monotonic()
         self.reports: list[RetrainReport] = []
+        self._totals = CollectResult()
+        self._last_progress_log = 0.0
 
     # --- start-up -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -285,7 +287,26 @@ class RetrainerService:
             metrics.EDGE_CASES_DUPLICATE.labels(kind="id").inc(result.duplicate_id)
             metrics.EDGE_CASES_DUPLICATE.labels(kind="near").inc(result.duplicate_near)
             metrics.EDGE_CASES_DUPLICATE.labels(kind="cap").inc(result.capped)
-            log.debug("edge cases: %s", result)
+            self._totals.received += result.received
+            self._totals.duplicate_id += result.duplicate_id
+            self._totals.duplicate_near += result.duplicate_near
+            self._totals.capped += result.capped
+            self._totals.collected += result.collected
+            self._log_progress()
+
+    def _log_progress(self, every_s: float = 10.0) -> None:
+        # One summary line every few seconds, not one per batch: edge cases can arrive thousands per second.
+        now = time.monotonic()
+        if now - self._last_progress_log < every_s:
+            return
+        self._last_progress_log = now
+        t = self._totals
+        log.info(
+            "edge cases since start: %d received, %d collected, duplicates %d by id / %d near / %d over the "
+            "sequence cap; %d pending labels; %d/%d annotated towards the next retrain",
+            t.received, t.collected, t.duplicate_id, t.duplicate_near, t.capped, len(self.buffer.pending_ids()),
+            self.retrainer.collected_since_last(), self.settings.retrain_after,
+        )  # fmt: skip
 
     def announce_pending(self) -> bool:
         """Announce the latest published version if the topic does not carry it yet; True when settled."""
