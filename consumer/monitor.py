@@ -17,6 +17,7 @@ import numpy as np
 from consumer.clustering import Explanation, ReferenceClusters, ScoreResult
 from consumer.drift import DriftMonitor, WindowReport
 from edgeloop.model import OrientationModel
+from edgeloop.registry import TrainingAdditions
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,11 @@ class Monitor:
         """Why each flagged frame of the batch was flagged (nearest micro-cluster, deviating keypoints)."""
         return self.reference.explain(kps, decisions.result)
 
-    def swap_model(self, model: OrientationModel, version: int, additions: np.ndarray | None) -> None:
+    def swap_model(self, model: OrientationModel, version: int, additions: TrainingAdditions | None) -> None:
         """Serve ``model`` from now on and absorb its added training data into the reference."""
         if additions is not None and len(additions):
-            self.reference.learn(additions)
+            self.reference.learn(additions.kps, labels=additions.gt)
+            self.drift.set_reference(self.reference.shares, self.reference.centres)
         log.info(
             "model version %d -> %d; reference absorbed %d points (%d micro-clusters)",
             self.model_version,

@@ -64,14 +64,14 @@ def build_monitor(settings: ConsumerSettings, registry: ModelRegistry) -> Monito
     ensure_initial_version(registry, train_kps, train_gt, TrainingConfig(seed=settings.seed))
     latest = registry.latest()
     assert latest is not None  # ensure_initial_version guarantees version 0
-    reference = build_reference(settings, train_kps)
+    reference = build_reference(settings, train_kps, train_gt)
     for version in registry.versions():
         if 0 < version.version <= latest.version:
-            additions = registry.training_additions(version.version)
+            additions = registry.load_training_additions(version.version)
             if len(additions):
-                reference.learn(additions)
+                reference.learn(additions.kps, labels=additions.gt)
     model = registry.load(latest.version)
-    drift = DriftMonitor(reference, window_size=settings.window_size)
+    drift = DriftMonitor.from_clusters(reference, window_size=settings.window_size)
     log.info(
         "reference: %d training frames -> %d micro-clusters, threshold %.3f; serving model version %d",
         len(train_kps),
@@ -82,15 +82,18 @@ def build_monitor(settings: ConsumerSettings, registry: ModelRegistry) -> Monito
     return Monitor(reference, model, latest.version, drift)
 
 
-def build_reference(settings: ConsumerSettings, train_kps: np.ndarray) -> ReferenceClusters:
-    """The reference micro-clustering of the training data, as configured."""
-    return ReferenceClusters(
-        mode=settings.features,
-        max_clusters=settings.max_clusters,
-        threshold_quantile=settings.threshold_quantile,
-        threshold=settings.threshold,
-        seed=settings.seed,
-    ).learn(train_kps)
+def build_reference(settings: ConsumerSettings, train_kps: np.ndarray, train_gt: np.ndarray) -> ReferenceClusters:
+    """The reference micro-clustering of the training data, as configured (unset = the tuned defaults)."""
+    chosen = {
+        "mode": settings.features,
+        "flag_on": settings.flag_on,
+        "max_clusters": settings.max_clusters,
+        "threshold_quantile": settings.threshold_quantile,
+    }
+    params: dict[str, Any] = {k: v for k, v in chosen.items() if v is not None}
+    return ReferenceClusters(threshold=settings.threshold, seed=settings.seed, **params).learn(
+        train_kps, labels=train_gt
+    )
 
 
 class ConsumerService:
@@ -437,7 +440,7 @@ class ConsumerService:
     def swap_to(self, version: int) -> bool:
         try:
             model = self.registry.load(version)
-            additions = self.registry.training_additions(version)
+            additions = self.registry.load_training_additions(version)
         except (RegistryError, OSError) as exc:
             metrics.MODEL_REJECTED.inc()
             log.error("model version %d refused, still serving %d: %s", version, self.monitor.model_version, exc)
