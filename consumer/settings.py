@@ -26,9 +26,18 @@ class ConsumerSettings(ServiceSettings):
         description="Reference training data (labelled; any dataset format). Needed to bootstrap version 0 "
         "when the registry is empty; the reference clustering is built from it.",
     )
-    features: Literal["pose", "raw"] = Field("pose", description="Features of the reference clustering.")
-    max_clusters: int = Field(1000, description="Budget of reference micro-clusters.")
-    threshold_quantile: float = Field(0.995, description="OOD threshold = this quantile of the reference's own scores.")
+    features: Literal["pose", "raw"] | None = Field(
+        None, description="Features of the reference clustering (default: the clustering's tuned default)."
+    )
+    flag_on: Literal["boundary", "density"] | None = Field(
+        None,
+        description="What a flag means: 'density' = unlike the reference; 'boundary' = unlike it or where "
+        "the reference's labels mix (default: the clustering's tuned default).",
+    )
+    max_clusters: int | None = Field(None, description="Budget of reference micro-clusters.")
+    threshold_quantile: float | None = Field(
+        None, description="OOD threshold = this quantile of the reference's own scores."
+    )
     threshold: float | None = Field(None, description="Absolute OOD threshold (overrides --threshold-quantile).")
     window_size: int = Field(2000, description="Frames per drift window.")
     batch_size: int = Field(2000, description="Largest batch taken from Kafka at once.")
