@@ -71,7 +71,7 @@ def build_monitor(settings: ConsumerSettings, registry: ModelRegistry) -> Monito
             if len(additions):
                 reference.learn(additions.kps, labels=additions.gt)
     model = registry.load(latest.version)
-    drift = DriftMonitor.from_clusters(reference, window_size=settings.window_size)
+    drift = DriftMonitor(reference, window_size=settings.window_size)
     log.info(
         "reference: %d training frames -> %d micro-clusters, threshold %.3f; serving model version %d",
         len(train_kps),
