@@ -15,6 +15,7 @@ log file, and kills whatever is still running when the test ends (also when it f
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import signal
 import subprocess
@@ -249,8 +250,10 @@ def expected_flags(training: Path, frames: Mapping[Key, Mapping[str, Any]], **se
     from edgeloop.datasets import read_labelled
 
     config = ConsumerSettings(bootstrap_servers="unused:9092", **settings)
-    train_kps, _gt, _ids = read_labelled(training)
-    reference = build_reference(config, train_kps)
+    train_kps, train_gt, _ids = read_labelled(training)
+    # The labelled reference (boundary score) takes the labels too; follow whichever the service has.
+    takes_labels = len(inspect.signature(build_reference).parameters) >= 3
+    reference = build_reference(config, train_kps, train_gt) if takes_labels else build_reference(config, train_kps)
     keys = sorted(frames)
     kps = np.asarray([frames[k]["kps"] for k in keys], dtype=np.float64)
     flags = reference.score(kps).is_ood.tolist()
@@ -327,3 +330,39 @@ def timed(label: str, timings: dict[str, float]) -> Iterator[None]:
 
 def signal_name(rc: int) -> str:
     return signal.Signals(-rc).name if rc < 0 else str(rc)
+
+
+def wait_committed(
+    config: Mapping[str, Any],
+    group: str,
+    topic: str,
+    expected: Mapping[int, int] | None = None,
+    timeout: float = 120.0,
+    procs: Sequence[Proc] = (),
+) -> dict[int, int | None]:
+    """Wait until ``group`` committed ``expected`` (default: the high watermarks) on ``topic``.
+
+    Transient coordinator errors (a coordinator moving, a broker restarting) are retried; it fails at
+    once, with the log tail, when one of ``procs`` exits.
+    """
+    from tests.kafka_helpers import committed_offsets, high_watermarks
+
+    seen: dict[int, int | None] = {}
+
+    def done() -> bool:
+        for proc in procs:
+            if not proc.alive():
+                raise AssertionError(f"{proc.name} exited {proc.popen.returncode}:\n{proc.output()[-3000:]}")
+        try:
+            want = expected if expected is not None else high_watermarks(config, topic)
+            seen.clear()
+            seen.update(committed_offsets(config, group, topic))
+        except KafkaException:
+            return False
+        return all(seen.get(p) == o for p, o in want.items())
+
+    try:
+        wait_until(done, timeout, interval=0.3, what=f"{group} committed {expected or 'high watermarks'} on {topic}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last committed: {seen}") from None
+    return dict(seen)

@@ -22,8 +22,9 @@ from tests.faults.ledger import (
     expected_flags,
     producer_argv,
     read_decisions,
+    wait_committed,
 )
-from tests.kafka_helpers import committed_offsets, high_watermarks, wait_for_committed
+from tests.kafka_helpers import committed_offsets, high_watermarks
 
 
 def _produce_all(procs: Processes, pack: DataPack, run: ConsumerRun, config: dict[str, Any]) -> dict[Any, Any]:
@@ -46,7 +47,7 @@ def _kill_then_restart(
     at_kill = committed_offsets(config, run.group, run.topic)
     decided_before = read_decisions(run.decision_log)
     restarted = procs.start("consumer-restarted", run.argv(*more))
-    wait_for_committed(config, run.group, run.topic, high_watermarks(config, run.topic), timeout=120)
+    wait_committed(config, run.group, run.topic, timeout=120, procs=[restarted])
     restarted.signal(signal.SIGTERM)
     assert restarted.wait(30) == 0, restarted.output()[-3000:]
     return at_kill, decided_before

@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from edgeloop.datasets import DataPack, open_dataset
-from tests.faults.ledger import ConsumerRun, Processes, expected_flags, read_decisions, read_topic
-from tests.kafka_helpers import high_watermarks, produce, wait_for_committed
+from tests.faults.ledger import ConsumerRun, Processes, expected_flags, read_decisions, read_topic, wait_committed
+from tests.kafka_helpers import produce
 
 GOOD_FRAMES = 600
 KPS = [100.0 + i for i in range(34)]
@@ -59,7 +59,7 @@ def test_poison_frames_each_once_on_the_dlq(
     good_at = {o: orjson.loads(v) for o, v in enumerate(values) if o not in poison_at}
 
     consumer = procs.start("consumer", run.argv())
-    wait_for_committed(kafka_config, run.group, run.topic, high_watermarks(kafka_config, run.topic), timeout=120)
+    wait_committed(kafka_config, run.group, run.topic, timeout=120, procs=[consumer])
     assert consumer.alive(), "the consumer died on poison"
     consumer.signal(signal.SIGTERM)
     assert consumer.wait(30) == 0, consumer.output()[-3000:]

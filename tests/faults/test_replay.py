@@ -13,8 +13,8 @@ import pytest
 from edgeloop.datasets import DataPack
 from edgeloop.registry import ModelRegistry
 from tests.faults.conftest import STREAM_FRAMES
-from tests.faults.ledger import ConsumerRun, Processes, edge_cases, producer_argv, read_decisions
-from tests.kafka_helpers import high_watermarks, unique_name, wait_for_committed
+from tests.faults.ledger import ConsumerRun, Processes, edge_cases, producer_argv, read_decisions, wait_committed
+from tests.kafka_helpers import high_watermarks, unique_name
 
 
 @pytest.mark.timeout(240)
@@ -36,7 +36,7 @@ def test_replay_in_a_fresh_group_is_identical(
     runs = [procs.start("consumer-first", first.argv()), procs.start("consumer-replay", second.argv())]
     high = high_watermarks(kafka_config, first.topic)
     for run in (first, second):
-        wait_for_committed(kafka_config, run.group, run.topic, high, timeout=150)
+        wait_committed(kafka_config, run.group, run.topic, high, timeout=150, procs=runs)
     for proc in runs:
         proc.signal(signal.SIGTERM)
         assert proc.wait(30) == 0, proc.output()[-3000:]

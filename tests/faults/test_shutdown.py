@@ -20,8 +20,9 @@ from tests.faults.ledger import (
     expected_flags,
     producer_argv,
     read_decisions,
+    wait_committed,
 )
-from tests.kafka_helpers import committed_offsets, high_watermarks, wait_for_committed, wait_until
+from tests.kafka_helpers import committed_offsets, wait_until
 
 SHUTDOWN_DEADLINE_S = 15.0
 
@@ -57,7 +58,7 @@ def test_sigterm_under_load_then_restart_without_duplicates(
 
     assert producer.wait(90) == 0, producer.output()[-2000:]
     restarted = procs.start("consumer-restarted", run.argv())
-    wait_for_committed(kafka_config, run.group, run.topic, high_watermarks(kafka_config, run.topic), timeout=120)
+    wait_committed(kafka_config, run.group, run.topic, timeout=120, procs=[restarted])
     restarted.signal(signal.SIGTERM)
     assert restarted.wait(30) == 0
 
