@@ -190,13 +190,16 @@ class RetrainerService:
     def start(self) -> None:
         """Bootstrap v0, settle an interrupted retrain, announce what the topic lacks, subscribe."""
         s = self.settings
-        latest = self.retrainer.bootstrap()
-        if latest.golden_accuracy is None:
-            self.retrainer.golden_accuracy(latest)
+        self.retrainer.golden_accuracy(self.retrainer.bootstrap())  # sets the metric of the serving version
         recovered = self.retrainer.recover()
         if recovered is not None:
             self.reports.append(recovered)
-        self.announced = latest_announced_version(self.config, s.model_versions_topic, s.model_name)
+        try:
+            self.announced = latest_announced_version(self.config, s.model_versions_topic, s.model_name)
+        except (KafkaClientError, KafkaException) as exc:
+            # Announcing again is harmless (consumers ignore a version they already serve); not announcing is not.
+            log.warning("could not read %s (%s): announcing the latest version again", s.model_versions_topic, exc)
+            self.announced = None
         self.announce_pending()
         self._update_gauges()
         topics = [s.edge_topic] + ([s.labels_topic] if s.labels_topic else [])

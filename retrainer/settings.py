@@ -17,7 +17,13 @@ BUFFER_FILE = "edge-cases.jsonl"
 
 
 class RetrainerSettings(ServiceSettings):
-    """Collects edge cases, annotates them, retrains at the threshold and publishes new model versions."""
+    """Collects edge cases, annotates them, retrains at the threshold and publishes new model versions.
+
+    Every flag is also an environment variable: EDGELOOP_ and the flag's name in capitals with underscores
+    (--retrain-after 50 = EDGELOOP_RETRAIN_AFTER=50); librdkafka options pass as EDGELOOP_KAFKA_<KEY>. For fault
+    tests only, EDGELOOP_RETRAINER_CRASH_AT=before_publish|after_publish|after_announce makes the process SIGKILL
+    itself at that point of its first retrain.
+    """
 
     edge_topic: str = Field(EDGE_CASES_TOPIC, description="Topic the edge cases are read from.")
     model_versions_topic: str = Field(
