@@ -25,8 +25,8 @@ OOD-rate alarm (river's ADWIN)
     be one Python call per frame, so it is fed the OOD *rate* of consecutive chunks of ``adwin_chunk``
     frames (default 50): ADWIN compares means, and a chunk mean has the same mean as the frames it sums.
     ADWIN is checked after every chunk (``clock=1``). An alarm starts when ADWIN detects a rise of the
-    rate and ends when it detects a fall to below the level the alarm rose from plus half the rise; both
-    transitions are logged.
+    rate; it ends once ADWIN has detected a fall and its estimate is back below half-way between the
+    level the alarm rose from and the highest level seen since. Both transitions are logged.
 
 Examples
 --------
@@ -295,7 +295,8 @@ class DriftMonitor:
         self._adwin_pending = np.zeros(0, dtype=bool)
         self._alarm = False
         self._alarm_from = 0.0  # OOD-rate level the alarm rose from
-        self._alarm_to = 0.0  # level it rose to
+        self._alarm_to = 0.0  # highest level seen while on
+        self._falling = False  # ADWIN detected a fall since the alarm started
         self._frames_seen = 0
         self._windows = 0
         self._clusters: Any = None
@@ -440,31 +441,43 @@ class DriftMonitor:
         for rate in rates.tolist():
             before = float(self._adwin.estimation)
             self._adwin.update(rate)
+            level = float(self._adwin.estimation)
             if self._adwin.drift_detected:
-                self._on_change(before, float(self._adwin.estimation))
+                self._on_change(before, level)
+            if self._alarm:
+                self._alarm_to = max(self._alarm_to, level)
+                if self._falling and level <= self._alarm_from + 0.5 * (self._alarm_to - self._alarm_from):
+                    self._end_alarm(level)
 
     def _on_change(self, before: float, after: float) -> None:
-        if after > before and not self._alarm:
-            self._alarm = True
-            self._alarm_from, self._alarm_to = before, after
-            self._window_alarm_started = True
-            logger.warning(
-                "drift alarm started at frame %d: ADWIN saw the OOD rate rise from %.3f to %.3f",
-                self._frames_seen,
-                before,
-                after,
-            )
-        elif after > before:
-            self._alarm_to = max(self._alarm_to, after)
-        elif self._alarm and after <= self._alarm_from + 0.5 * (self._alarm_to - self._alarm_from):
-            self._alarm = False
-            self._window_alarm_ended = True
-            logger.warning(
-                "drift alarm ended at frame %d: ADWIN saw the OOD rate fall from %.3f to %.3f",
-                self._frames_seen,
-                before,
-                after,
-            )
+        if after > before:
+            self._falling = False
+            if not self._alarm:
+                self._alarm = True
+                self._alarm_from, self._alarm_to = before, after
+                self._window_alarm_started = True
+                logger.warning(
+                    "drift alarm started at frame %d: ADWIN saw the OOD rate rise from %.3f to %.3f",
+                    self._frames_seen,
+                    before,
+                    after,
+                )
+        elif self._alarm:
+            # ADWIN keeps what is left of the high period in its window until it sees no more change, so
+            # the end waits for its estimate to come down to half-way, checked after every chunk.
+            self._falling = True
+
+    def _end_alarm(self, level: float) -> None:
+        self._alarm = False
+        self._falling = False
+        self._window_alarm_ended = True
+        logger.warning(
+            "drift alarm ended at frame %d: ADWIN saw the OOD rate fall back to %.3f (it rose from %.3f to %.3f)",
+            self._frames_seen,
+            level,
+            self._alarm_from,
+            self._alarm_to,
+        )
 
     def _close_window(self) -> WindowReport:
         n = self._window_frames
