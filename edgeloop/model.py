@@ -67,6 +67,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 EdgeCaseWeighting = Literal["repeat", "loss"]
+# COCO-17 index of each keypoint's mirror image (nose and the rest pair up left <-> right).
+_MIRROR = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15])
 FEATURE_MODES: tuple[str, ...] = get_args(FeatureMode)
 
 
@@ -92,6 +94,9 @@ class AugmentationConfig:
     translate_fraction: float = 0.25
     shear_deg: float = 20.0
     canvas: tuple[float, float] = (2.0, 2.0)  # (width, height) in pixels
+    # Mirror left-right (about the body's own centre, swapping left and right keypoints) with this
+    # probability; not in the original. A mirrored body has the same orientation.
+    flip_probability: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -235,8 +240,18 @@ def augment_keypoints(kps: np.ndarray, config: AugmentationConfig, rng: np.rando
     matrix[:, 1, 1] = scale * np.cos(rotation + shear)
     centre = canvas / 2.0
     moved = np.einsum("nij,nkj->nki", matrix, points - centre) + centre + shift[:, None, :]
-    missing = np.isnan(points).any(axis=2) | (points == 0.0).all(axis=2)
+    missing = np.isnan(points[:, :, 0]) | np.isnan(points[:, :, 1]) | ((points[:, :, 0] == 0) & (points[:, :, 1] == 0))
     moved[missing] = points[missing]
+    if config.flip_probability > 0:
+        flip = rng.random(n) < config.flip_probability
+        if flip.any():
+            mirrored = moved[flip][:, _MIRROR]
+            mirrored_missing = missing[flip][:, _MIRROR]
+            present = ~mirrored_missing
+            x_sum = np.where(present, mirrored[:, :, 0], 0.0).sum(axis=1, keepdims=True)
+            axis = x_sum / np.maximum(present.sum(axis=1, keepdims=True), 1)
+            mirrored[:, :, 0] = np.where(mirrored_missing, mirrored[:, :, 0], 2 * axis - mirrored[:, :, 0])
+            moved[flip] = mirrored
     return moved.reshape(n, N_COORDS)
 
 

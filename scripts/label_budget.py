@@ -107,15 +107,33 @@ def grid(name: str) -> list[tuple[str, TrainingConfig]]:
             configs.append((f"{features} e{epochs} w{weight:g} lr{lr:g}", config))
         return configs
     if name == "augment":
-        # Augmentation variants for the pose model (rotation/shear are what survive pose normalisation).
-        base = replace(original, features="pose", epochs=20, lr=2e-3)
-        configs = [("pose e20 lr2e-3", base), ("pose e20 lr2e-3 no-aug", replace(base, augment=False))]
-        for rotate, shear in ((20.0, 20.0), (10.0, 0.0), (30.0, 20.0)):
+        # Variants around the original recipe with pose features: augmentation (rotation and shear are
+        # what survive pose normalisation), edge-case weight and hidden size.
+        base = replace(original, features="pose")
+        configs = [("pose (original hyper-parameters)", base), ("pose no-aug", replace(base, augment=False))]
+        for rotate, shear in ((20.0, 20.0), (10.0, 0.0), (0.0, 0.0), (30.0, 30.0)):
             aug = replace(base.augmentation, rotate_deg=rotate, shear_deg=shear)
-            configs.append((f"pose e20 lr2e-3 rot{rotate:g} shear{shear:g}", replace(base, augmentation=aug)))
+            configs.append((f"pose rot{rotate:g} shear{shear:g}", replace(base, augmentation=aug)))
         for hidden in (32, 128):
-            configs.append((f"pose e20 lr2e-3 hidden{hidden}", replace(base, hidden=hidden)))
+            configs.append((f"pose hidden{hidden}", replace(base, hidden=hidden)))
+        configs.append(("pose w10", replace(base, edge_case_weight=10.0)))
+        configs.append(("pose w5 loss-weighted", replace(base, edge_case_weighting="loss")))
         return configs
+    if name == "final":
+        # The robust candidates of the searches above, for many seeds. The edge-case weight is the
+        # strongest lever: the golden frames still missed are front-view push-ups, learnt only from
+        # the few such frames among the labels.
+        pose = replace(original, features="pose")
+        flip = replace(pose.augmentation, flip_probability=0.5)
+        return [
+            *configs,
+            ("pose hidden128", replace(pose, hidden=128)),
+            ("pose e20 hidden128", replace(pose, epochs=20, hidden=128)),
+            ("pose w10 hidden128", replace(pose, edge_case_weight=10.0, hidden=128)),
+            ("pose w20", replace(pose, edge_case_weight=20.0)),
+            ("pose w20 hidden128", replace(pose, edge_case_weight=20.0, hidden=128)),
+            ("pose w10 hidden128 flip", replace(pose, edge_case_weight=10.0, hidden=128, augmentation=flip)),
+        ]
     raise ValueError(f"unknown grid {name!r}; use baseline, search or augment")
 
 
@@ -126,20 +144,47 @@ def run_config(
     result: dict[str, Any] = {"v0": [], **{s: [] for s in scenarios}, "train_s_max": 0.0}
     for seed in seeds:
         seeded = replace(config, seed=seed)
-        started = time.perf_counter()
+        # CPU seconds of this process: on a shared machine wall time measures the neighbours too.
+        started = time.process_time()
         v0 = train_model(pack.train_kps, pack.train_gt, config=seeded)
-        result["train_s_max"] = max(result["train_s_max"], time.perf_counter() - started)
+        result["train_s_max"] = max(result["train_s_max"], time.process_time() - started)
         result["v0"].append(accuracy(v0, pack.golden_kps, pack.golden_gt))
         for scenario in scenarios:
             # "edge" is the same 201 frames for every seed: there the seed varies training only.
             chosen = choose_labels(pack, scenario, n_labels, seed)
-            started = time.perf_counter()
+            started = time.process_time()
             v1 = train_model(
                 pack.train_kps, pack.train_gt, pack.stream_kps[chosen], pack.stream_gt[chosen], config=seeded
             )
-            result["train_s_max"] = max(result["train_s_max"], time.perf_counter() - started)
+            result["train_s_max"] = max(result["train_s_max"], time.process_time() - started)
             result[scenario].append(accuracy(v1, pack.golden_kps, pack.golden_gt))
     return result
+
+
+def label_curve(
+    pack: Pack, configs: list[tuple[str, TrainingConfig]], counts: list[int], seeds: list[int]
+) -> list[dict[str, Any]]:
+    """v1 golden accuracy against the number of labels drawn at random from the whole stream."""
+    rows = []
+    print(f"| config | {' | '.join(f'{n} labels' for n in counts)} |")
+    print(f"|---|{'---|' * len(counts)}")
+    for name, config in configs:
+        accuracies: dict[int, list[float]] = {}
+        for n_labels in counts:
+            accuracies[n_labels] = []
+            for seed in seeds:
+                chosen = choose_labels(pack, "stream", n_labels, seed)
+                v1 = train_model(
+                    pack.train_kps,
+                    pack.train_gt,
+                    pack.stream_kps[chosen],
+                    pack.stream_gt[chosen],
+                    config=replace(config, seed=seed),
+                )
+                accuracies[n_labels].append(accuracy(v1, pack.golden_kps, pack.golden_gt))
+        print(f"| {name} | {' | '.join(_summary(accuracies[n]) for n in counts)} |", flush=True)
+        rows.append({"name": name, "config": config.to_dict(), "stream": accuracies})
+    return rows
 
 
 def _summary(values: list[float]) -> str:
@@ -150,9 +195,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     default_dir = os.environ.get("EDGELOOP_DATA_DIR", "../shared/datasets/orientation")
     parser.add_argument("--data-dir", type=Path, default=Path(default_dir), help="the orientation pack")
-    parser.add_argument("--grid", default="baseline", choices=("baseline", "search", "augment"))
+    parser.add_argument("--grid", default="baseline", choices=("baseline", "search", "augment", "final"))
     parser.add_argument("--labels", type=int, default=208, help="labelled frames in the random scenarios")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per configuration (0, 1, ...)")
+    parser.add_argument(
+        "--curve",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="instead: v1 accuracy for N random stream labels (e.g. 25 50 100 200), per config of --grid",
+    )
     parser.add_argument("--report", type=Path, help="write all accuracies as JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -162,9 +214,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     pack = load_pack(args.data_dir)
     seeds = list(range(args.seeds))
+    if args.curve:
+        print(f"v1 golden accuracy by random stream labels; seeds {seeds}")
+        curve = label_curve(pack, grid(args.grid), args.curve, seeds)
+        if args.report:
+            args.report.write_text(json.dumps({"curve": args.curve, "seeds": seeds, "rows": curve}, indent=1))
+        return 0
     rows = []
     print(f"labels: {args.labels} random ({SCENARIOS[0]}, {SCENARIOS[1]}), 201 uptrain_edge; seeds {seeds}")
-    print(f"| config | v0 | v1 stream | v1 first {FIRST_FRAMES} | v1 uptrain_edge | robust >= {GOAL} | train s |")
+    header = f"v0 | v1 stream | v1 first {FIRST_FRAMES} | v1 uptrain_edge | robust >= {GOAL} | train CPU s (max)"
+    print(f"| config | {header} |")
     print("|---|---|---|---|---|---|---|")
     for name, config in grid(args.grid):
         result = run_config(pack, config, seeds, args.labels, SCENARIOS)

@@ -239,3 +239,23 @@ def test_uptrain_weights_load_and_score_as_published() -> None:
     # The pack's README measured 93.9 % and 99.2 % for these weights on this golden set.
     assert accuracy(version_0, kps, gt) == pytest.approx(0.939, abs=0.001)
     assert accuracy(version_1, kps, gt) == pytest.approx(0.992, abs=0.001)
+
+
+def test_mirror_augmentation_swaps_sides_and_is_its_own_inverse() -> None:
+    kps, _ = stick_figures(20, seed=4)
+    kps[:, 18:20] = 0.0  # left wrist (keypoint 9) missing
+    mirror_only = AugmentationConfig(
+        rotate_deg=0.0, scale=(1.0, 1.0), translate_fraction=0.0, shear_deg=0.0, flip_probability=1.0
+    )
+    once = augment_keypoints(kps, mirror_only, np.random.default_rng(0))
+    twice = augment_keypoints(once, mirror_only, np.random.default_rng(0))
+    np.testing.assert_allclose(twice, kps)
+    points, mirrored = kps.reshape(20, 17, 2), once.reshape(20, 17, 2)
+    present = ~((points == 0).all(axis=2))
+    centre_x = np.where(present, points[:, :, 0], 0).sum(axis=1) / present.sum(axis=1)
+    # The left shoulder of the mirrored figure is the right shoulder reflected about the body's centre.
+    np.testing.assert_allclose(mirrored[:, 5, 0], 2 * centre_x - points[:, 6, 0])
+    np.testing.assert_allclose(mirrored[:, 5, 1], points[:, 6, 1])
+    # The missing left wrist becomes the missing right wrist (10); the left wrist takes the right one.
+    assert (mirrored[:, 10] == 0).all()
+    np.testing.assert_allclose(mirrored[:, 9, 1], points[:, 10, 1])
