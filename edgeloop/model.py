@@ -243,7 +243,7 @@ def augment_keypoints(kps: np.ndarray, config: AugmentationConfig, rng: np.rando
     missing = np.isnan(points[:, :, 0]) | np.isnan(points[:, :, 1]) | ((points[:, :, 0] == 0) & (points[:, :, 1] == 0))
     moved[missing] = points[missing]
     if config.flip_probability > 0:
-        flip = rng.random(n) < config.flip_probability
+        flip = rng.random((n,)) < config.flip_probability
         if flip.any():
             mirrored = moved[flip][:, _MIRROR]
             mirrored_missing = missing[flip][:, _MIRROR]
