@@ -632,30 +632,36 @@ class ReferenceClusters:
         """Boundary score and minority share from the ``neighbourhood`` nearest reference points."""
         n, k = d2.shape
         m = min(k, NEIGHBOURHOOD_CLUSTERS)
+        rows = np.arange(n)[:, None]
         idx = np.argpartition(d2, m - 1, axis=1)[:, :m] if m < k else np.broadcast_to(np.arange(k), (n, k))
-        dd = np.take_along_axis(d2, idx, axis=1)
+        dd = d2[rows, idx]
         order = np.argsort(dd, axis=1, kind="stable")
-        idx = np.take_along_axis(idx, order, axis=1)
-        dd = np.take_along_axis(dd, order, axis=1).astype(np.float64)
+        idx = idx[rows, order]
+        dd = dd[rows, order]
         weight = d.count[idx]
-        classes = d.class_count[idx]  # (n, m, C)
-        if own is not None and own_label is not None:
-            is_own = idx == own[:, None]
-            weight = weight - is_own
-            labelled = own_label >= 0
-            if labelled.any():
-                classes = classes.copy()
-                onehot = np.zeros((n, d.class_count.shape[1]))
-                onehot[np.flatnonzero(labelled), own_label[labelled]] = 1.0
-                classes -= is_own[:, :, None] * onehot[:, None, :]
-        weight = np.maximum(weight, 0.0)
+        if own is not None:
+            weight = np.maximum(weight - (idx == own[:, None]), 0.0)
         before = np.cumsum(weight, axis=1) - weight
-        take = np.clip(self.neighbourhood - before, 0.0, weight)
-        n_labelled = classes.sum(axis=2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mix = np.where(n_labelled[:, :, None] > 0, classes / np.maximum(n_labelled, 1e-12)[:, :, None], 0.0)
+        # Only the first few columns hold the neighbourhood; cut the rest before the heavier work.
+        used = int(np.count_nonzero((before < self.neighbourhood).any(axis=0)))
+        idx, dd, weight, before = idx[:, :used], dd[:, :used], weight[:, :used], before[:, :used]
+        take = np.minimum(np.maximum(self.neighbourhood - before, 0.0), weight)
+        if own is None or own_label is None:
+            mix = d.label_mix[idx]  # (n, used, C) label shares of each micro-cluster
+            label_weight = take * d.labelled[idx]
+        else:
+            # Leave-one-out (calibration only): the point's own label leaves its own micro-cluster.
+            classes = d.class_count[idx].copy()
+            is_own = idx == own[:, None]
+            labelled = own_label >= 0
+            onehot = np.zeros((n, d.class_count.shape[1]))
+            onehot[np.flatnonzero(labelled), own_label[labelled]] = 1.0
+            classes -= is_own[:, :, None] * onehot[:, None, :]
+            n_labelled = np.maximum(classes.sum(axis=2), 0.0)
+            mix = classes / np.maximum(n_labelled, 1e-12)[:, :, None]
             label_weight = take * (n_labelled > 0)
-            share = (label_weight[:, :, None] * mix).sum(axis=1) / label_weight.sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.einsum("nm,nmc->nc", label_weight, mix) / label_weight.sum(axis=1, keepdims=True)
             spread = (take * np.sqrt(dd + d.radius2[idx])).sum(axis=1) / take.sum(axis=1)
         minority = np.nan_to_num(1.0 - share.max(axis=1), nan=0.0)
         assert self.radius is not None
@@ -844,6 +850,8 @@ class _Derived:
     bias: np.ndarray  # (K,) float32 log-radius and density terms
     count: np.ndarray  # (K,) float64
     class_count: np.ndarray  # (K, C) float64
+    label_mix: np.ndarray  # (K, C) share of each label among a micro-cluster's labelled members
+    labelled: np.ndarray  # (K,) float64, 1 where a micro-cluster has labelled members
     complete: bool
 
     @classmethod
@@ -857,6 +865,7 @@ class _Derived:
         weight = rc._count / rc._count.sum()
         bias = 0.5 * np.log(radius2) - rc.density_weight * np.log(weight) / rc._dim
         centre_sq = (shifted * shifted).sum(axis=1)
+        n_labelled = rc._class_count.sum(axis=1)
         inv_2r2 = 0.5 / radius2
         # score_j = inv_j * (|x|^2 - 2 x.c_j + |c_j|^2) + bias_j, as one product with [x, |x|^2, 1].
         score_aug = np.vstack([-2.0 * shifted.T * inv_2r2, inv_2r2, centre_sq * inv_2r2 + bias])
@@ -873,6 +882,8 @@ class _Derived:
             bias=bias.astype(np.float32),
             count=rc._count.copy(),
             class_count=rc._class_count.copy(),
+            label_mix=rc._class_count / np.maximum(n_labelled, 1e-12)[:, None],
+            labelled=(n_labelled > 0).astype(np.float64),
             complete=bool(present.all()),
         )
 
