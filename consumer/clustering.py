@@ -79,7 +79,10 @@ __all__ = ["ClusteringError", "Explanation", "ReferenceClusters", "ScoreResult"]
 logger = logging.getLogger(__name__)
 
 ClusterMode = Literal["pose", "raw", "none"]
-FlagOn = Literal["density", "boundary"]
+FlagOn = Literal["auto", "density", "boundary"]
+ScoreKind = Literal["density", "boundary"]
+# Threshold defaults per score kind (quantile, margin), tuned with scripts/flag_quality.py.
+DEFAULT_THRESHOLDS: dict[str, tuple[float, float]] = {"boundary": (1.0, 2.0), "density": (0.99, 1.0)}
 STATE_SCHEMA = 1
 # Frames are scored in row blocks sized so that a (rows x clusters) float32 work matrix holds about this
 # many entries (1 MiB, cache-sized), whatever the batch size and the number of clusters.
@@ -111,7 +114,7 @@ class ScoreResult:
     Attributes
     ----------
     score
-        float64 score that is compared with the threshold (the ``flag_on`` kind; higher = more
+        float64 score that is compared with the threshold (:attr:`ReferenceClusters.score_kind`; higher = more
         unusual); NaN for a frame with no keypoint at all.
     is_ood
         bool, ``score > threshold`` (a frame without keypoints is flagged too).
@@ -125,7 +128,7 @@ class ScoreResult:
     density
         The density score (always computed).
     minority
-        Share of the minority labels in the reference neighbourhood; only with ``flag_on="boundary"``.
+        Share of the minority labels in the reference neighbourhood; only with the boundary score.
     """
 
     score: np.ndarray
@@ -191,9 +194,9 @@ class ReferenceClusters:
     The defaults are tuned for the product's case, a model that reads raw pixel keypoints (UpTrain's
     orientation MLP) with a labelled reference: raw features, boundary score, threshold twice the worst
     leave-one-out reference self-score. On the orientation pack this flags 3.2% of the stream, where
-    version 0 errs 7.4 times as often as on the whole stream (``scripts/flag_quality.py``). For a
-    model-agnostic "is this pose unlike the reference" check use ``mode="pose", flag_on="density",
-    threshold_quantile=0.99, threshold_margin=1.0``.
+    version 0 errs 7.4 times as often as on the whole stream (``scripts/flag_quality.py``). An
+    unlabelled reference gets the density score with the 0.99 quantile. For a model-agnostic "is this
+    pose unlike the reference" check use ``mode="pose", flag_on="density"``.
 
     Parameters
     ----------
@@ -209,17 +212,20 @@ class ReferenceClusters:
         this distance of the centre, else it starts a new one. ``None``: the median nearest-neighbour
         distance within the first learned batch.
     flag_on
-        Which score is thresholded: ``"boundary"`` (default; needs labels in :meth:`learn`) or
-        ``"density"``.
+        Which score is thresholded: ``"boundary"`` (needs labels in :meth:`learn`), ``"density"``, or
+        ``"auto"`` (default): boundary when the reference holds at least two labelled classes, else
+        density (see :attr:`score_kind`).
     density_weight
         Weight of the density term (``-log`` micro-cluster weight) in the density score; 0 = off.
     neighbourhood
         Reference points gathered for the boundary score.
     threshold_quantile
-        Quantile of the leave-one-out reference self-scores the threshold is based on.
+        Quantile of the leave-one-out reference self-scores the threshold is based on; ``None``: 1.0
+        (the worst self-score) for boundary, 0.99 for density.
     threshold_margin
         The threshold sits this many times as far above the median self-score as the quantile does:
-        ``median + margin * (quantile - median)``; 1 = the quantile itself.
+        ``median + margin * (quantile - median)``; 1 = the quantile itself. ``None``: 2 for boundary, 1
+        for density.
     threshold
         Absolute threshold; overrides ``threshold_quantile`` when given.
     calibration_size
@@ -234,26 +240,26 @@ class ReferenceClusters:
         mode: ClusterMode = "raw",
         max_clusters: int = 400,
         radius: float | None = None,
-        flag_on: FlagOn = "boundary",
+        flag_on: FlagOn = "auto",
         density_weight: float = 1.0,
         neighbourhood: float = 60.0,
-        threshold_quantile: float = 1.0,
-        threshold_margin: float = 2.0,
+        threshold_quantile: float | None = None,
+        threshold_margin: float | None = None,
         threshold: float | None = None,
         calibration_size: int = 4096,
         seed: int = 0,
     ) -> None:
         if mode not in ("pose", "raw", "none"):
             raise ClusteringError(f"unknown feature mode {mode!r}; use 'pose', 'raw' or 'none'")
-        if flag_on not in ("density", "boundary"):
-            raise ClusteringError(f"unknown flag_on {flag_on!r}; use 'density' or 'boundary'")
+        if flag_on not in ("auto", "density", "boundary"):
+            raise ClusteringError(f"unknown flag_on {flag_on!r}; use 'auto', 'density' or 'boundary'")
         if max_clusters < 1:
             raise ClusteringError(f"max_clusters must be at least 1, got {max_clusters}")
         if radius is not None and not radius > 0:
             raise ClusteringError(f"radius must be positive (feature units) or None for auto, got {radius}")
-        if not 0.0 < threshold_quantile <= 1.0:
+        if threshold_quantile is not None and not 0.0 < threshold_quantile <= 1.0:
             raise ClusteringError(f"threshold_quantile must be in (0, 1], got {threshold_quantile}")
-        if not threshold_margin > 0:
+        if threshold_margin is not None and not threshold_margin > 0:
             raise ClusteringError(f"threshold_margin must be positive, got {threshold_margin}")
         if density_weight < 0:
             raise ClusteringError(f"density_weight must be >= 0, got {density_weight}")
@@ -267,8 +273,8 @@ class ReferenceClusters:
         self.flag_on: FlagOn = flag_on
         self.density_weight = float(density_weight)
         self.neighbourhood = float(neighbourhood)
-        self.threshold_quantile = float(threshold_quantile)
-        self.threshold_margin = float(threshold_margin)
+        self.threshold_quantile = None if threshold_quantile is None else float(threshold_quantile)
+        self.threshold_margin = None if threshold_margin is None else float(threshold_margin)
         self.absolute_threshold = None if threshold is None else float(threshold)
         self.calibration_size = int(calibration_size)
         self.seed = int(seed)
@@ -314,6 +320,14 @@ class ReferenceClusters:
     def n_classes(self) -> int:
         """Label classes seen (0 for an unlabelled reference)."""
         return self._n_classes
+
+    @property
+    def score_kind(self) -> ScoreKind:
+        """The score in force: ``flag_on``, with ``"auto"`` resolved by whether the reference is labelled."""
+        if self.flag_on != "auto":
+            return self.flag_on
+        labelled_classes = int(np.count_nonzero(self._class_count.sum(axis=0) > 0)) if self.n_clusters else 0
+        return "boundary" if labelled_classes >= 2 else "density"
 
     @property
     def threshold(self) -> float:
@@ -397,7 +411,7 @@ class ReferenceClusters:
             self.revision,
             self._seen,
             self.n_clusters,
-            self.flag_on,
+            self.score_kind,
             self.threshold,
         )
         return self
@@ -530,7 +544,8 @@ class ReferenceClusters:
         self._seen = n_before + F.shape[0]
 
     def _calibrate(self) -> None:
-        if self.flag_on == "boundary" and self._n_classes == 0:
+        kind = self.score_kind
+        if kind == "boundary" and self._n_classes == 0:
             raise ClusteringError(
                 "flag_on='boundary' needs a labelled reference: pass labels= to learn()/absorb(), "
                 "or use flag_on='density'"
@@ -541,8 +556,11 @@ class ReferenceClusters:
             self._calibrated_threshold = float("inf")
             return
         typical = float(np.median(finite))
-        high = float(np.quantile(finite, self.threshold_quantile))
-        self._calibrated_threshold = typical + self.threshold_margin * (high - typical)
+        quantile, margin = DEFAULT_THRESHOLDS[kind]
+        quantile = quantile if self.threshold_quantile is None else self.threshold_quantile
+        margin = margin if self.threshold_margin is None else self.threshold_margin
+        high = float(np.quantile(finite, quantile))
+        self._calibrated_threshold = typical + margin * (high - typical)
 
     # ------------------------------------------------------------------ scoring
     def score(self, X: np.ndarray) -> ScoreResult:
@@ -581,7 +599,7 @@ class ReferenceClusters:
         """
         d = self._derive()
         n = F.shape[0]
-        boundary = self.flag_on == "boundary"
+        boundary = self.score_kind == "boundary"
         density = np.empty(n)
         nearest = np.empty(n, dtype=np.int64)
         minority = np.empty(n) if boundary else None
@@ -737,7 +755,7 @@ class ReferenceClusters:
             out.append(
                 Explanation(
                     row=int(row),
-                    kind=self.flag_on,
+                    kind=self.score_kind,
                     score=float(result.score[row]),
                     threshold=float(result.threshold),
                     nearest_cluster=c,
@@ -830,7 +848,7 @@ class ReferenceClusters:
 
     def __repr__(self) -> str:
         return (
-            f"ReferenceClusters(mode={self.mode!r}, flag_on={self.flag_on!r}, n_clusters={self.n_clusters}, "
+            f"ReferenceClusters(mode={self.mode!r}, score_kind={self.score_kind!r}, n_clusters={self.n_clusters}, "
             f"seen={self._seen}, radius={self.radius}, threshold={self.threshold:.4g}, revision={self.revision})"
         )
 

@@ -69,9 +69,7 @@ def _as_points(kps: np.ndarray) -> tuple[np.ndarray, bool]:
     if single:
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[1] != N_COORDS:
-        raise FeatureError(
-            f"keypoints must have shape (n, {N_COORDS}) (x0, y0, ..., x16, y16), got {np.shape(kps)}"
-        )
+        raise FeatureError(f"keypoints must have shape (n, {N_COORDS}) (x0, y0, ..., x16, y16), got {np.shape(kps)}")
     # np.array copies, so nothing below can touch the caller's array.
     return np.array(arr, dtype=np.float64).reshape(-1, N_KEYPOINTS, 2), single
 

@@ -240,7 +240,7 @@ def test_explaining_a_stale_result_is_refused(standing_reference: ReferenceClust
 def test_boundary_flags_far_frames_between_the_classes_not_beyond_one_class() -> None:
     X, y = blobs(400, seed=29)
     rc = ReferenceClusters(mode="none", max_clusters=40, neighbourhood=60).learn(X, y)
-    assert rc.flag_on == "boundary" and rc.n_classes == 2
+    assert rc.flag_on == "auto" and rc.score_kind == "boundary" and rc.n_classes == 2
     probe = np.array([[0.0, 40.0], [40.0, 0.0], [-40.0, 0.0], [5.0, 0.5]])
     result = rc.score(probe)
     assert result.minority is not None
@@ -251,9 +251,14 @@ def test_boundary_flags_far_frames_between_the_classes_not_beyond_one_class() ->
     assert why.kind == "boundary" and why.minority == pytest.approx(result.minority[0])
 
 
-def test_boundary_needs_labels() -> None:
+def test_boundary_needs_labels_and_auto_falls_back_to_density() -> None:
+    X = np.random.default_rng(30).normal(size=(50, 2))
     with pytest.raises(ClusteringError, match="labels"):
-        ReferenceClusters(mode="none").learn(np.random.default_rng(30).normal(size=(50, 2)))
+        ReferenceClusters(mode="none", flag_on="boundary").learn(X)
+    auto = ReferenceClusters(mode="none").learn(X)
+    assert auto.score_kind == "density" and auto.score(X).minority is None
+    # One labelled class is no boundary either.
+    assert ReferenceClusters(mode="none").learn(X, np.zeros(50, dtype=np.int64)).score_kind == "density"
 
 
 def test_absorbing_labelled_frames_settles_the_boundary_there() -> None:
