@@ -35,6 +35,9 @@ from tests.kafka_helpers import partitions_of, unique_name, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 Key = tuple[int, int]  # (partition, offset)
+# How the fault tests' consumers flag: the product defaults (raw boundary score, tuned on the real pack)
+# flag next to nothing on the small synthetic pack; this flags ~5% of it, so kills land among edge cases.
+FLAGGING: dict[str, Any] = {"flag_on": "density", "features": "pose", "threshold_quantile": 0.95}
 
 
 # --------------------------------------------------------------------------------------- processes
@@ -128,7 +131,8 @@ class ConsumerRun:
             "--model-versions-topic", self.versions_topic, "--group-id", self.group,
             "--registry", str(self.registry), "--training-data", str(self.training),
             "--decision-log", str(self.decision_log), "--metrics-port", str(self.metrics_port),
-            "--batch-size", str(self.batch_size), "--session-timeout-ms", "6000", *self.extra, *more,
+            "--batch-size", str(self.batch_size), "--session-timeout-ms", "6000",
+            *(arg for k, v in FLAGGING.items() for arg in (f"--{k.replace('_', '-')}", str(v))), *self.extra, *more,
         ]  # fmt: skip
 
     def with_(self, **changes: Any) -> ConsumerRun:
@@ -249,7 +253,7 @@ def expected_flags(training: Path, frames: Mapping[Key, Mapping[str, Any]], **se
     from consumer.settings import ConsumerSettings
     from edgeloop.datasets import read_labelled
 
-    config = ConsumerSettings(bootstrap_servers="unused:9092", **settings)
+    config = ConsumerSettings(bootstrap_servers="unused:9092", **{**FLAGGING, **settings})
     train_kps, train_gt, _ids = read_labelled(training)
     # The labelled reference (boundary score) takes the labels too; follow whichever the service has.
     takes_labels = len(inspect.signature(build_reference).parameters) >= 3

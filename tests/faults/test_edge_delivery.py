@@ -36,7 +36,8 @@ def _set_max_message_bytes(config: dict[str, Any], topic: str, value: str) -> No
         ResourceType.TOPIC, topic,
         incremental_configs=[ConfigEntry("max.message.bytes", value, incremental_operation=AlterConfigOpType.SET)],
     )  # fmt: skip
-    for future in AdminClient(quiet(config)).incremental_alter_configs([resource]).values():
+    admin = AdminClient(quiet(config))  # kept alive until the futures resolve
+    for future in admin.incremental_alter_configs([resource]).values():
         future.result(30)
 
 

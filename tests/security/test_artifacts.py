@@ -84,8 +84,11 @@ def test_running_consumer_refuses_a_tampered_version_and_keeps_serving(
     tmp_path: Path,
 ) -> None:  # fmt: skip
     registry, stream = registry_with_v1
-    announced = registry.get(1)
-    Path(announced.artifact).write_bytes(b"not the published weights")
+    # The consumer starts on version 0; version 1 appears, is tampered with, then announced.
+    v1 = Path(registry.get(1).artifact)
+    v1_bytes, v1_meta = v1.read_bytes(), registry.metadata_path(1).read_bytes()
+    v1.unlink()
+    registry.metadata_path(1).unlink()
     run = ConsumerRun(
         bootstrap=kafka_config["bootstrap.servers"], topic=new_topic(1, prefix="frames"),
         edge_topic=new_topic(1, prefix="edges"), dlq_topic=new_topic(1, prefix="dlq"),
@@ -94,10 +97,13 @@ def test_running_consumer_refuses_a_tampered_version_and_keeps_serving(
         decision_log=tmp_path / "decisions.jsonl", batch_size=50,
     )  # fmt: skip
     with Processes(tmp_path) as procs:
-        # Version 0 serves until the announcement of v1 arrives; v1 is announced before any frame.
-        produce(kafka_config, run.versions_topic, [(b"orientation", orjson.dumps(announced.to_message()))])
         consumer = procs.start("consumer", run.argv("--instance-id", "tamper-test"))
-        wait_until(lambda: "refused" in consumer.output() or not consumer.alive(), 90, what="v1 refused")
+        wait_until(lambda: "assigned" in consumer.output() or not consumer.alive(), 90, what="consumer assigned")
+        v1.write_bytes(v1_bytes[:-1] + bytes([v1_bytes[-1] ^ 0xFF]))  # one bit off
+        registry.metadata_path(1).write_bytes(v1_meta)
+        announced = registry.get(1)
+        produce(kafka_config, run.versions_topic, [(b"orientation", orjson.dumps(announced.to_message()))])
+        wait_until(lambda: "refused" in consumer.output() or not consumer.alive(), 60, what="v1 refused")
         assert consumer.alive(), consumer.output()[-3000:]
         frames = [orjson.dumps({"id": 5_000 + i, "seq": i, "kps": [50.0 + i % 7 + j for j in range(34)]})
                   for i in range(120)]  # fmt: skip
