@@ -409,7 +409,9 @@ def draw_accuracy(data: RunData, path: Path) -> Path | None:
             (bar.get_x() + bar.get_width() / 2, value),
             ha="center", va="bottom", fontsize=9, xytext=(0, 2), textcoords="offset points",
         )  # fmt: skip
-    left.set_ylim(max(0.0, min(accuracy, default=0.0) - 0.15), 1.08)
+    bottom = max(0.0, min(accuracy, default=0.0) - 0.15)
+    left.set_ylim(bottom, 1.08)  # headroom for the labels above a 100 % bar, but no tick above 100 %
+    left.set_yticks([t for t in np.linspace(0.0, 1.0, 21) if t >= bottom - 1e-9])
     left.yaxis.set_major_formatter(_percent_formatter())
     left.set_title("Golden-set accuracy per version")
     left.grid(axis="y", alpha=0.3)

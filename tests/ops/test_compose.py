@@ -27,14 +27,13 @@ from edgeloop.datasets import GOLDEN_FILE, MASTER_FILE, STREAM_FILE, TRAINING_FI
 from edgeloop.kafka import default_topics
 from edgeloop.settings import ENV_PREFIX, KAFKA_ENV_PREFIX
 from producer.settings import ProducerSettings
+from retrainer.settings import RetrainerSettings
 from tests.ops.ops_files import COMPOSE, DOCKERFILE, PROMETHEUS_CONFIG, ROOT, load_yaml
-
-retrainer_settings = pytest.importorskip("retrainer.settings")
 
 SETTINGS: dict[str, type[BaseSettings]] = {
     "producer": ProducerSettings,
     "consumer": ConsumerSettings,
-    "retrainer": retrainer_settings.RetrainerSettings,
+    "retrainer": RetrainerSettings,
 }
 
 

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from consumer.settings import ConsumerSettings
+from producer.settings import ProducerSettings
+from retrainer.settings import RetrainerSettings
 from tests.ops.ops_files import (
     ALERT_RULES,
     ALERT_TESTS,
@@ -96,9 +99,6 @@ def test_alert_rules_use_only_metrics_the_services_export() -> None:
 
 
 def test_scrape_config_targets_the_services_metrics_ports() -> None:
-    from consumer.settings import ConsumerSettings
-    from producer.settings import ProducerSettings
-
     config = load_yaml(PROMETHEUS_CONFIG)
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert jobs["producer"]["static_configs"][0]["targets"] == [
@@ -112,7 +112,6 @@ def test_scrape_config_targets_the_services_metrics_ports() -> None:
         "port": ConsumerSettings.model_fields["metrics_port"].default,
         "refresh_interval": "10s",
     }
-    retrainer_settings = pytest.importorskip("retrainer.settings")
-    port = retrainer_settings.RetrainerSettings.model_fields["metrics_port"].default
+    port = RetrainerSettings.model_fields["metrics_port"].default
     assert jobs["retrainer"]["static_configs"][0]["targets"] == [f"retrainer:{port}"]
     assert config["rule_files"] == [ALERT_RULES.name]
