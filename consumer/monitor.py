@@ -27,7 +27,10 @@ class BatchDecisions:
     """One decision per frame of the batch (arrays of equal length)."""
 
     result: ScoreResult
+    probability: np.ndarray  # the model's p(horizontal body)
     prediction: np.ndarray
+    uncertain: np.ndarray  # the prediction is within the uncertainty band of 0.5
+    flagged: np.ndarray  # edge case: out of distribution or uncertain
     model_version: int
     windows: list[WindowReport]
     scoring_s: float
@@ -49,31 +52,64 @@ class BatchDecisions:
 
 
 class Monitor:
+    """Decides batches of frames.
+
+    A frame is flagged as an edge case when the reference clustering finds it out of distribution, or
+    when the serving model is unsure of it: ``|p - 0.5| < uncertainty_band`` (0 switches that off). The
+    second reason catches the frames that look familiar as a whole but sit where the model's decision
+    is close; on the orientation pack it is what makes the flags point at the model's errors (see the
+    README's detection-quality section).
+    """
+
     def __init__(
-        self, reference: ReferenceClusters, model: OrientationModel, model_version: int, drift: DriftMonitor
+        self,
+        reference: ReferenceClusters,
+        model: OrientationModel,
+        model_version: int,
+        drift: DriftMonitor,
+        uncertainty_band: float = 0.0,
     ) -> None:
         self.reference = reference
         self.model = model
         self.model_version = model_version
         self.drift = drift
+        self.uncertainty_band = float(uncertainty_band)
 
     def decide(self, kps: np.ndarray) -> BatchDecisions:
         started = time.perf_counter()
         result = self.reference.score(kps)
         scoring_s = time.perf_counter() - started
-        prediction = self.model.predict(kps) if len(kps) else np.empty(0, dtype=np.int64)
+        probability = self.model.predict_proba(kps) if len(kps) else np.empty(0, dtype=np.float64)
+        prediction = (probability > 0.5).astype(np.int64)
+        uncertain = np.abs(probability - 0.5) < self.uncertainty_band
         windows = self.drift.update(result.nearest, result.is_ood)
         return BatchDecisions(
             result=result,
+            probability=probability,
             prediction=prediction,
+            uncertain=uncertain,
+            flagged=result.is_ood | uncertain,
             model_version=self.model_version,
             windows=windows,
             scoring_s=scoring_s,
         )
 
     def explain(self, kps: np.ndarray, decisions: BatchDecisions) -> list[Explanation]:
-        """Why each flagged frame of the batch was flagged (nearest micro-cluster, deviating keypoints)."""
-        return self.reference.explain(kps, decisions.result)
+        """Nearest micro-cluster and most deviating keypoints of each flagged frame of the batch."""
+        return self.reference.explain(kps, decisions.result, rows=np.flatnonzero(decisions.flagged))
+
+    def reason(self, why: Explanation, decisions: BatchDecisions) -> str:
+        """One line saying why a frame was flagged."""
+        row = why.row
+        parts = []
+        if decisions.is_ood[row]:
+            parts.append(f"out of distribution: {why.reason}")
+        if decisions.uncertain[row]:
+            parts.append(
+                f"uncertain prediction: p(horizontal) = {decisions.probability[row]:.2f}, within "
+                f"{self.uncertainty_band:.2f} of 0.5 (model version {decisions.model_version})"
+            )
+        return "; ".join(parts)
 
     def swap_model(self, model: OrientationModel, version: int, additions: TrainingAdditions | None) -> None:
         """Serve ``model`` from now on and absorb its added training data into the reference."""

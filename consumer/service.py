@@ -61,7 +61,9 @@ def build_monitor(settings: ConsumerSettings, registry: ModelRegistry) -> Monito
             "the consumer needs the reference training data: set --training-data or EDGELOOP_TRAINING_DATA"
         )
     train_kps, train_gt, _ids = read_labelled(settings.training_data)
-    ensure_initial_version(registry, train_kps, train_gt, TrainingConfig(seed=settings.seed))
+    ensure_initial_version(
+        registry, train_kps, train_gt, TrainingConfig(seed=settings.seed, features=settings.model_features)
+    )
     latest = registry.latest()
     assert latest is not None  # ensure_initial_version guarantees version 0
     reference = build_reference(settings, train_kps, train_gt)
@@ -79,7 +81,7 @@ def build_monitor(settings: ConsumerSettings, registry: ModelRegistry) -> Monito
         reference.threshold,
         latest.version,
     )
-    return Monitor(reference, model, latest.version, drift)
+    return Monitor(reference, model, latest.version, drift, uncertainty_band=settings.uncertainty_band)
 
 
 def build_reference(settings: ConsumerSettings, train_kps: np.ndarray, train_gt: np.ndarray) -> ReferenceClusters:
@@ -243,7 +245,7 @@ class ConsumerService:
             self._dead_letter(frames[position], error)
         decisions = self.monitor.decide(batch.kps)
         msg_of = [frames[p] for p in batch.positions]
-        if decisions.is_ood.any():
+        if decisions.flagged.any():
             self._publish_edge_cases(batch.records, batch.kps, decisions, msg_of)
         offsets = self._next_offsets(frames)
         try:
@@ -282,7 +284,10 @@ class ConsumerService:
                 **records[row],
                 "score": why.score,
                 "threshold": why.threshold,
-                "reason": why.reason,
+                "reason": self.monitor.reason(why, d),
+                "out_of_distribution": bool(d.is_ood[row]),
+                "uncertain": bool(d.uncertain[row]),
+                "probability": round(float(d.probability[row]), 4),
                 "deviating_keypoints": list(why.keypoint_names),
                 "nearest_cluster": why.nearest_cluster,
                 "model_version": d.model_version,
@@ -375,19 +380,26 @@ class ConsumerService:
                     "offset": m.offset(),
                     "version": version,
                     "flagged": bool(f),
+                    "ood": bool(o),
                     "prediction": int(p),
                     "score": round(float(s), 4),
                 }
             )
-            for r, m, f, p, s in zip(
-                records, msg_of, d.is_ood.tolist(), d.prediction.tolist(), d.score.tolist(), strict=True
+            for r, m, f, o, p, s in zip(
+                records,
+                msg_of,
+                d.flagged.tolist(),
+                d.is_ood.tolist(),
+                d.prediction.tolist(),
+                d.score.tolist(),
+                strict=True,
             )
         ]
         self._decision_log.write(b"\n".join(lines) + b"\n")
         self._decision_log.flush()
 
     def _account(self, frames: Sequence[Message], batch: Any, errors: list[Any], d: Any, started: float) -> None:
-        n, flagged = len(batch), int(d.is_ood.sum())
+        n, flagged = len(batch), int(d.flagged.sum())
         s = self.stats
         s.batches += 1
         s.consumed += len(frames)

@@ -26,17 +26,25 @@ class ConsumerSettings(ServiceSettings):
         description="Reference training data (labelled; any dataset format). Needed to bootstrap version 0 "
         "when the registry is empty; the reference clustering is built from it.",
     )
-    features: Literal["pose", "raw"] | None = Field(
-        None, description="Features of the reference clustering (default: the clustering's tuned default)."
+    features: Literal["pose", "raw"] = Field(
+        "pose", description="Features of the reference clustering (pose: translation/scale invariant)."
     )
-    flag_on: Literal["boundary", "density"] | None = Field(
-        None,
-        description="What a flag means: 'density' = unlike the reference; 'boundary' = unlike it or where "
-        "the reference's labels mix (default: the clustering's tuned default).",
+    flag_on: Literal["density", "boundary", "auto"] = Field(
+        "density",
+        description="What the clustering flags: 'density' = unlike the reference; 'boundary' = far from the "
+        "reference where its labels mix (tuned for raw pixels); 'auto' = boundary when labelled.",
     )
-    max_clusters: int | None = Field(None, description="Budget of reference micro-clusters.")
+    max_clusters: int | None = Field(None, description="Budget of reference micro-clusters (default 400).")
     threshold_quantile: float | None = Field(
-        None, description="OOD threshold = this quantile of the reference's own scores."
+        0.99, description="OOD threshold = this quantile of the reference's own leave-one-out scores."
+    )
+    uncertainty_band: float = Field(
+        0.3,
+        description="Also flag frames whose prediction p(horizontal) is within this of 0.5 (0 = flag only "
+        "out-of-distribution frames).",
+    )
+    model_features: Literal["pose", "raw"] = Field(
+        "pose", description="Input features of version 0 when the consumer has to bootstrap the registry."
     )
     threshold: float | None = Field(None, description="Absolute OOD threshold (overrides --threshold-quantile).")
     window_size: int = Field(2000, description="Frames per drift window.")

@@ -78,6 +78,7 @@ def make_settings(
             "training_data": str(vertical_reference[0]),
             "decision_log": str(tmp_path / "decisions.jsonl"),
             "threshold_quantile": 1.0,
+            "uncertainty_band": 0.0,  # flags from the clustering alone: the foreign frames are known
             "features": "pose",
             "flag_on": "density",
             "metrics_port": 0,
