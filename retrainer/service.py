@@ -297,10 +297,10 @@ class RetrainerService:
             self._totals.collected += result.collected
             self._log_progress()
 
-    def _log_progress(self, every_s: float = 10.0) -> None:
+    def _log_progress(self, every_s: float = 10.0, force: bool = False) -> None:
         # One summary line every few seconds, not one per batch: edge cases can arrive thousands per second.
         now = time.monotonic()
-        if now - self._last_progress_log < every_s:
+        if now - self._last_progress_log < every_s and not force:
             return
         self._last_progress_log = now
         t = self._totals
@@ -363,6 +363,7 @@ class RetrainerService:
         try:
             self.announce_pending()
             self._commit()
+            self._log_progress(force=True)
         except Exception as exc:  # closing must still leave the group and close the buffer
             log.error("while stopping: %s", exc)
         finally:

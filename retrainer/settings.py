@@ -70,7 +70,7 @@ class RetrainerSettings(ServiceSettings):
     augment: bool = Field(True, description="Random affine augmentation of the keypoints while training.")
     seed: int = Field(0, description="Seed of training (the same data and seed give the same model).")
     near_duplicate_radius: float = Field(
-        0.05, description="RMS pose distance at or below which an edge case duplicates a collected one (0: exact only)."
+        0.01, description="RMS pose distance at or below which an edge case duplicates a collected one (0: exact only)."
     )
     near_duplicate_scope: Literal["global", "sequence"] = Field(
         "global", description="Compare with every collected edge case (global) or those of the same sequence."

@@ -83,7 +83,7 @@ def loop(
             "--model-versions-topic", versions_topic, "--group-id", group, "--registry", str(registry),
             "--training-data", str(small_pack.training), "--golden-data", str(small_pack.golden),
             "--retrain-after", str(RETRAIN_AFTER), "--max-retrains", "1", "--metrics-port", str(metrics_port),
-            "--batch-size", "200", "--poll-timeout-s", "0.2", "--near-duplicate-radius", "0.02", *(extra or []),
+            "--batch-size", "200", "--poll-timeout-s", "0.2", *(extra or []),
         ]  # fmt: skip
         if not any(a in ("--labels-topic", "--master-annotations") for a in (extra or [])):
             args += ["--master-annotations", str(small_pack.master)]
