@@ -9,7 +9,8 @@ from edgeloop.metrics import BatchHistogram
 FRAMES_CONSUMED = Counter("edgeloop_consumer_frames_consumed_total", "Messages read from the frames topic.")
 FRAMES_SCORED = Counter("edgeloop_consumer_frames_scored_total", "Valid frames scored against the reference.")
 FRAMES_FLAGGED = Counter(
-    "edgeloop_consumer_frames_flagged_total", "Frames flagged out-of-distribution and sent as edge cases."
+    "edgeloop_consumer_frames_flagged_total",
+    "Frames flagged (out of distribution or an uncertain prediction) and sent as edge cases.",
 )
 DEAD_LETTERS = Counter(
     "edgeloop_consumer_dead_letters_total", "Bad frames sent to the dead-letter topic, by reason.", ["reason"]
@@ -17,7 +18,7 @@ DEAD_LETTERS = Counter(
 PREDICTIONS = Counter(
     "edgeloop_consumer_predictions_total", "Model predictions served, by predicted class.", ["prediction"]
 )
-OOD_RATE = Gauge("edgeloop_consumer_ood_rate_ratio", "Share of frames flagged in the last drift window.")
+OOD_RATE = Gauge("edgeloop_consumer_ood_rate_ratio", "Share of frames out of distribution in the last drift window.")
 DRIFT_PSI = Gauge("edgeloop_consumer_drift_psi", "PSI of the last window's micro-cluster distribution.")
 DRIFT_EMD = Gauge(
     "edgeloop_consumer_drift_emd",
