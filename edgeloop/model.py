@@ -51,6 +51,8 @@ from edgeloop.features import FeatureMode, normalise_pose
 from edgeloop.frames import N_COORDS, N_KEYPOINTS
 
 __all__ = [
+    "ORIGINAL_CONFIG",
+    "RECOMMENDED_CONFIG",
     "AugmentationConfig",
     "EdgeCaseWeighting",
     "ModelError",
@@ -169,6 +171,22 @@ class TrainingConfig:
                     aug[key] = tuple(aug[key])
             values["augmentation"] = AugmentationConfig(**aug)
         return cls(**values)
+
+
+#: UpTrain 0.0.3's recipe on raw pixels: the benchmark's baseline.
+ORIGINAL_CONFIG = TrainingConfig()
+
+#: What edgeloop trains by default. Measured with ``scripts/label_budget.py`` (10 seeds, 200 labels): the
+#: only configuration family whose v1 reached golden accuracy >= 0.997 on *every* seed of both the
+#: random-stream and the UpTrain-edge-case scenarios. Pose features do most of it (v0 0.977 -> 0.985 with
+#: hidden 128; v1 seed spread shrinks from 0.985-1.000 to 0.998-0.999); the larger edge-case weight makes
+#: the few labelled front-view push-ups count; mirroring helps the narrow first-1,200-frames scenario.
+RECOMMENDED_CONFIG = TrainingConfig(
+    features="pose",
+    hidden=128,
+    edge_case_weight=10.0,
+    augmentation=AugmentationConfig(flip_probability=0.5),
+)
 
 
 class OrientationMLP(nn.Module):

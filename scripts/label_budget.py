@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from edgeloop.model import TrainingConfig, accuracy, train_model
+from edgeloop.model import ORIGINAL_CONFIG, RECOMMENDED_CONFIG, TrainingConfig, accuracy, train_model
 
 GOAL = 0.997
 FIRST_FRAMES = 1200
@@ -90,10 +90,11 @@ def choose_labels(pack: Pack, scenario: str, n_labels: int, seed: int) -> np.nda
 
 def grid(name: str) -> list[tuple[str, TrainingConfig]]:
     """Named model configurations to compare."""
-    original = TrainingConfig()
+    original = ORIGINAL_CONFIG
     configs: list[tuple[str, TrainingConfig]] = [
         ("original raw", original),
         ("original pose", replace(original, features="pose")),
+        ("recommended", RECOMMENDED_CONFIG),
     ]
     if name == "baseline":
         return configs
@@ -124,7 +125,6 @@ def grid(name: str) -> list[tuple[str, TrainingConfig]]:
         # strongest lever: the golden frames still missed are front-view push-ups, learnt only from
         # the few such frames among the labels.
         pose = replace(original, features="pose")
-        flip = replace(pose.augmentation, flip_probability=0.5)
         return [
             *configs,
             ("pose hidden128", replace(pose, hidden=128)),
@@ -132,9 +132,10 @@ def grid(name: str) -> list[tuple[str, TrainingConfig]]:
             ("pose w10 hidden128", replace(pose, edge_case_weight=10.0, hidden=128)),
             ("pose w20", replace(pose, edge_case_weight=20.0)),
             ("pose w20 hidden128", replace(pose, edge_case_weight=20.0, hidden=128)),
-            ("pose w10 hidden128 flip", replace(pose, edge_case_weight=10.0, hidden=128, augmentation=flip)),
         ]
-    raise ValueError(f"unknown grid {name!r}; use baseline, search or augment")
+    if name == "curve":
+        return [c for c in configs if c[0] != "original pose"]
+    raise ValueError(f"unknown grid {name!r}; use baseline, search, augment, final or curve")
 
 
 def run_config(
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     default_dir = os.environ.get("EDGELOOP_DATA_DIR", "../shared/datasets/orientation")
     parser.add_argument("--data-dir", type=Path, default=Path(default_dir), help="the orientation pack")
-    parser.add_argument("--grid", default="baseline", choices=("baseline", "search", "augment", "final"))
+    parser.add_argument("--grid", default="baseline", choices=("baseline", "search", "augment", "final", "curve"))
     parser.add_argument("--labels", type=int, default=208, help="labelled frames in the random scenarios")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per configuration (0, 1, ...)")
     parser.add_argument(
