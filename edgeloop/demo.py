@@ -206,11 +206,13 @@ def run(args: argparse.Namespace) -> int:
         wait_until_scored(args, config, services, producer, started)
     finally:
         codes = stop_services(services)
+        count_dead_letters(config, out)
         if started_broker and not args.keep_broker:
             from edgeloop.broker.cli import main as kafka_cli
 
             kafka_cli(["stop"])
     failed = {name: code for name, code in codes.items() if code not in (0, None)}
+    write_reference(out, paths, registry)
     if failed:
         log.error("services exited with errors: %s (logs in %s)", failed, out / "logs")
     from edgeloop.demo_report import build_report, print_table
@@ -226,6 +228,42 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"pictures: {write_report(out)}")
     return 0 if not failed else 1
+
+
+def count_dead_letters(config: dict[str, Any], out: Path) -> None:
+    """Record how many frames went to the dead-letter topic (before the broker may be stopped)."""
+    from edgeloop.kafka import DLQ_TOPIC
+
+    try:
+        count = group_done(config, "edgeloop-demo-report", DLQ_TOPIC)[1]
+    except Exception as exc:  # the report says 0 and the log says why
+        log.warning("could not count dead letters: %s", exc)
+        return
+    (out / "dead_letters.json").write_bytes(orjson.dumps({"count": count}))
+
+
+def write_reference(out: Path, paths: dict[str, Path], registry_dir: Path) -> None:
+    """The consumer's reference micro-clusters at the end of the run, for the pictures."""
+    from consumer.service import build_reference
+    from consumer.settings import ConsumerSettings
+    from edgeloop.datasets import read_labelled
+    from edgeloop.registry import ModelRegistry
+
+    settings = ConsumerSettings(bootstrap_servers="unused", training_data=str(paths["training"]))
+    kps, gt, _ids = read_labelled(paths["training"])
+    reference = build_reference(settings, kps, gt)
+    registry = ModelRegistry(registry_dir)
+    for version in registry.versions():
+        additions = registry.load_training_additions(version.version)
+        if len(additions):
+            reference.learn(additions.kps, labels=additions.gt)
+    document = {
+        "features": reference.mode,
+        "centres": reference.centres,
+        "weights": reference.weights,
+        "radii": reference.radii,
+    }
+    (out / "reference.json").write_bytes(orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY))
 
 
 def ensure_broker(bootstrap: str | None) -> tuple[str, bool]:

@@ -112,11 +112,17 @@ def replay(settings: ProducerSettings, stop: threading.Event | None = None) -> R
     sent_bytes = 0
     last_report = started
 
+    reported = {"acked": 0, "failed": 0}
+
     def drain(timeout: float) -> None:
+        """Serve delivery reports and export them as they arrive (not only when the replay ends)."""
         producer.poll(timeout)
         if latencies:
             metrics.DELIVERY_LATENCY.observe_many(latencies)
             latencies.clear()
+        metrics.FRAMES_ACKED.inc(result.acked - reported["acked"])
+        metrics.FRAMES_FAILED.inc(result.failed - reported["failed"])
+        reported.update(acked=result.acked, failed=result.failed)
 
     for record in frame_stream(settings):
         if stop.is_set():
@@ -160,16 +166,14 @@ def replay(settings: ProducerSettings, stop: threading.Event | None = None) -> R
     result.bytes = sent_bytes
     metrics.BYTES_SENT.inc(sent_bytes)
     remaining = producer.flush(settings.flush_timeout_s)
-    drain(0)
     if remaining:
         log.error("%d frames still unacknowledged after %.0fs", remaining, settings.flush_timeout_s)
         result.failed += remaining
+    drain(0)
     if bar is not None:
         bar.update(seq % POLL_EVERY)
         bar.close()
     result.elapsed_s = time.monotonic() - started
-    metrics.FRAMES_ACKED.inc(result.acked)
-    metrics.FRAMES_FAILED.inc(result.failed)
     return result
 
 
