@@ -128,8 +128,9 @@ class RetrainConfig:
     training
         Training configuration of the candidates (edge-case weight, features, epochs, seed).
     initial
-        Training configuration of version 0 when the registry is empty (default: the original tool's
-        recipe, raw pixel features: the deployed model the loop starts from).
+        Training configuration of version 0 when the registry is empty. The default, pose features and
+        seed 0, is the consumer's default too: whichever service bootstraps the registry, version 0 is
+        the same model (training is deterministic). ``TrainingConfig()`` is the original tool's recipe.
     """
 
     retrain_after: int = 200
@@ -138,7 +139,7 @@ class RetrainConfig:
     max_retrains: int = 0
     retry_after_s: float = 30.0
     training: TrainingConfig = field(default_factory=lambda: TrainingConfig(features="pose"))
-    initial: TrainingConfig = field(default_factory=TrainingConfig)
+    initial: TrainingConfig = field(default_factory=lambda: TrainingConfig(features="pose"))
 
     def __post_init__(self) -> None:
         if self.retrain_after < 1:

@@ -65,7 +65,9 @@ class RetrainerSettings(ServiceSettings):
         "pose", description="Input features of retrained versions (pose: translation/scale invariant)."
     )
     initial_features: Literal["pose", "raw"] = Field(
-        "raw", description="Input features of version 0 when the registry is empty (raw: the original tool's model)."
+        "pose",
+        description="Input features of version 0 when the registry is empty (raw: the original tool's model). Keep "
+        "it equal to the consumer's --model-features: whichever service starts first trains version 0.",
     )
     augment: bool = Field(True, description="Random affine augmentation of the keypoints while training.")
     seed: int = Field(0, description="Seed of training (the same data and seed give the same model).")

@@ -106,7 +106,7 @@ def test_bootstrap_publishes_version_zero_with_its_golden_accuracy(tmp_path: Pat
     retrainer, _ = Setup(tmp_path, small_pack).start()
     v0 = retrainer.registry.get(0)
     assert v0.trained_on == {"training": 300, "edge_cases": 0}
-    assert v0.features == "raw"  # the original tool's recipe: the deployed model the loop starts from
+    assert v0.features == "pose"  # the consumer's default too: either service may bootstrap the registry
     assert v0.golden_accuracy == pytest.approx(retrainer.golden_accuracy(v0))
     assert retrainer.bootstrap().version == 0  # idempotent
 

@@ -78,12 +78,13 @@ def loop(
     processes: list[Retrainer] = []
 
     def start(extra: list[str] | None = None, env: dict[str, str] | None = None, metrics_port: int = 0) -> Retrainer:
+        # --policy always: these tests are about publishing and announcing; the policy has its unit tests.
         args = [
             "--bootstrap-servers", kafka_config["bootstrap.servers"], "--edge-topic", edge_topic,
             "--model-versions-topic", versions_topic, "--group-id", group, "--registry", str(registry),
             "--training-data", str(small_pack.training), "--golden-data", str(small_pack.golden),
             "--retrain-after", str(RETRAIN_AFTER), "--max-retrains", "1", "--metrics-port", str(metrics_port),
-            "--batch-size", "200", "--poll-timeout-s", "0.2", *(extra or []),
+            "--batch-size", "200", "--poll-timeout-s", "0.2", "--policy", "always", *(extra or []),
         ]  # fmt: skip
         if not any(a in ("--labels-topic", "--master-annotations") for a in (extra or [])):
             args += ["--master-annotations", str(small_pack.master)]

@@ -33,7 +33,7 @@ def test_flags_override_environment_over_defaults(monkeypatch: pytest.MonkeyPatc
     settings.check()
     config = settings.retrain_config()
     assert (config.retrain_after, config.policy, config.training.features, config.initial.features) == (
-        7, "always", "pose", "raw",
+        7, "always", "pose", "pose",
     )  # fmt: skip
 
 
@@ -57,3 +57,14 @@ def test_the_entrypoint_refuses_to_start_without_data_and_says_why(tmp_path: Pat
     )  # fmt: skip
     assert done.returncode == 2
     assert "--training-data or EDGELOOP_TRAINING_DATA" in done.stderr
+
+
+def test_version_zero_is_the_same_model_whichever_service_bootstraps_it() -> None:
+    # The consumer and the retrainer may both find the registry empty; the first one trains version 0.
+    from consumer.settings import ConsumerSettings
+
+    consumer = ConsumerSettings(bootstrap_servers="127.0.0.1:1")
+    retrainer = RetrainerSettings(bootstrap_servers="127.0.0.1:1")
+    initial = retrainer.retrain_config().initial
+    assert (initial.features, initial.seed) == (consumer.model_features, consumer.seed)
+    assert initial == type(initial)(features=consumer.model_features, seed=consumer.seed)
