@@ -15,7 +15,6 @@ log file, and kills whatever is still running when the test ends (also when it f
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import signal
 import subprocess
@@ -247,20 +246,23 @@ def wait_decided(path: Path, keys: set[Key], timeout: float, proc: Proc | None =
 
 
 # -------------------------------------------------------------------------------------------- E*
-def expected_flags(training: Path, frames: Mapping[Key, Mapping[str, Any]], **settings: Any) -> dict[Key, bool]:
-    """E* as ``{(partition, offset): flagged}``: the consumer's reference clustering, run in-process."""
-    from consumer.service import build_reference
-    from consumer.settings import ConsumerSettings
-    from edgeloop.datasets import read_labelled
+def expected_flags(run: ConsumerRun, frames: Mapping[Key, Mapping[str, Any]]) -> dict[Key, bool]:
+    """E* as ``{(partition, offset): flagged}``: the consumer's own decision function, run in-process.
 
-    config = ConsumerSettings(bootstrap_servers="unused:9092", **{**FLAGGING, **settings})
-    train_kps, train_gt, _ids = read_labelled(training)
-    # The labelled reference (boundary score) takes the labels too; follow whichever the service has.
-    takes_labels = len(inspect.signature(build_reference).parameters) >= 3
-    reference = build_reference(config, train_kps, train_gt) if takes_labels else build_reference(config, train_kps)
+    ``consumer.service.build_monitor`` on the run's training data and registry (reference clustering +
+    the serving model) decides all the frames in one batch, without Kafka.
+    """
+    from consumer.service import build_monitor
+    from consumer.settings import ConsumerSettings
+    from edgeloop.registry import ModelRegistry
+
+    config = ConsumerSettings(
+        bootstrap_servers="unused:9092", training_data=str(run.training), registry=str(run.registry), **FLAGGING
+    )
+    monitor = build_monitor(config, ModelRegistry(run.registry, model_name=config.model_name))
     keys = sorted(frames)
-    kps = np.asarray([frames[k]["kps"] for k in keys], dtype=np.float64)
-    flags = reference.score(kps).is_ood.tolist()
+    decisions = monitor.decide(np.asarray([frames[k]["kps"] for k in keys], dtype=np.float64))
+    flags = getattr(decisions, "flagged", decisions.is_ood).tolist()
     return dict(zip(keys, (bool(f) for f in flags), strict=True))
 
 

@@ -73,9 +73,10 @@ def test_broker_stop_start_mid_stream(
     acked = acked_frames(config, run.topic)
     assert len(acked) == STREAM_FRAMES
     decisions = read_decisions(run.decision_log)
-    ledger = Ledger(acked, decisions, edge_cases(config, run.edge_topic), expected_flags(run.training, acked))
+    ledger = Ledger(acked, decisions, edge_cases(config, run.edge_topic), expected_flags(run, acked))
     ledger.assert_nothing_lost()
     assert in_order_per_partition(decisions)
+    assert ledger.duplicates <= run.batch_size * 2, "at most one uncommitted batch per partition is redone"
     # The outage shows: in the log, and as broker_up 0 while it lasted; errors counted.
     assert "all brokers are down" in consumer.output()
     assert during["edgeloop_consumer_broker_up"] == 0

@@ -60,7 +60,7 @@ def test_sigkill_between_edge_publish_and_commit(
 ) -> None:  # fmt: skip
     run = make_run(partitions=2, batch_size=200)
     acked = _produce_all(procs, fault_pack, run, kafka_config)
-    expected = expected_flags(run.training, acked)
+    expected = expected_flags(run, acked)
     assert sum(expected.values()) > 0, "the stream must contain edge cases for this test to mean anything"
 
     at_kill, decided_before = _kill_then_restart(procs, run, kafka_config, tmp_path, "commit")
@@ -84,7 +84,7 @@ def test_sigkill_inside_transaction_exactly_once(
 ) -> None:  # fmt: skip
     run = make_run(partitions=2, batch_size=200)
     acked = _produce_all(procs, fault_pack, run, kafka_config)
-    expected = expected_flags(run.training, acked)
+    expected = expected_flags(run, acked)
     # A fixed instance id gives the restart the same transactional.id: it fences the dead transaction.
     _kill_then_restart(procs, run, kafka_config, tmp_path, "settle", "--exactly-once", "--instance-id", "eos-test")
 

@@ -54,7 +54,7 @@ def test_message_too_large_for_the_edge_topic_blocks_the_commit_until_fixed(
     ]
     produce(kafka_config, run.topic, frames, partition=0)
     acked = acked_frames(kafka_config, run.topic)
-    expected = expected_flags(run.training, acked)
+    expected = expected_flags(run, acked)
     first_flagged = min(o for (_, o), f in expected.items() if f)
 
     consumer = procs.start("consumer", run.argv())

@@ -80,7 +80,7 @@ def test_poison_frames_each_once_on_the_dlq(
     decided = [d["offset"] for d in decisions]
     assert sorted(decided) == sorted(good_at), "every good frame decided exactly once, no poison decided"
     # The clustering is unaffected by the poison: each good frame flagged as a clean in-process run flags it.
-    expected = expected_flags(run.training, {(0, o): f for o, f in good_at.items()})
+    expected = expected_flags(run, {(0, o): f for o, f in good_at.items()})
     assert all(d["flagged"] == expected[(0, d["offset"])] for d in decisions)
     assert all(d["id"] == good_at[d["offset"]]["id"] for d in decisions)
     print(f"test5: {len(poison_at)} poison frames -> {len(dead)} dead letters; {len(decisions)} good decided")

@@ -65,7 +65,7 @@ def test_sigterm_under_load_then_restart_without_duplicates(
     acked = acked_frames(kafka_config, run.topic)
     assert len(acked) == STREAM_FRAMES
     ledger = Ledger(acked, read_decisions(run.decision_log), edge_cases(kafka_config, run.edge_topic),
-                    expected_flags(run.training, acked))  # fmt: skip
+                    expected_flags(run, acked))  # fmt: skip
     ledger.assert_nothing_lost()
     assert ledger.duplicates == 0
     assert ledger.edge_duplicates == 0
