@@ -42,7 +42,7 @@ from edgeloop.bench.data import BenchData, BenchError, encode_frames, scaling_re
 from edgeloop.bench.environment import command, machine, now_iso, versions
 from edgeloop.bench.report import missing_keys, render_markdown, render_table
 
-__all__ = ["PROFILES", "BenchError", "Profile", "main", "run_bench"]
+__all__ = ["PROFILES", "BenchError", "Profile", "build_parser", "main", "run_bench"]
 
 log = logging.getLogger(__name__)
 
@@ -194,14 +194,17 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
-def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
-    """Run every measurement of the chosen profile; returns the report (see the module docstring)."""
+def run_bench(args: argparse.Namespace, argv: Sequence[str], profile: Profile | None = None) -> dict[str, Any]:
+    """Run every measurement of the chosen profile; returns the report (see the module docstring).
+
+    ``args`` are :func:`build_parser`'s; ``profile`` overrides the one ``--quick`` picks (tests use a tiny one).
+    """
     from consumer.settings import ConsumerSettings
     from edgeloop.bench import kafka_runs as kr
     from edgeloop.bench.baselines import run_river_dbstream
     from edgeloop.bench.quality import measure_quality
 
-    profile = PROFILES["quick" if args.quick else "full"]
+    profile = profile or PROFILES["quick" if args.quick else "full"]
     if args.frames:
         profile = dataclasses.replace(profile, frames=args.frames)
     began = time.perf_counter()
@@ -213,6 +216,15 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         "machine": machine(),
     }
     notes: list[str] = []
+    phases: dict[str, float] = {}
+    last = [began]
+
+    def phase(name: str) -> None:
+        now = time.perf_counter()
+        phases[name] = round(now - last[0], 2)
+        last[0] = now
+        log.info("bench: %s took %.1f s", name, phases[name])
+
     with _scratch(args.keep) as scratch:
         data = BenchData.load(args.data_dir, scratch)
         report["data"] = {"description": data.description, "real": data.real, "root": str(data.pack.root)}
@@ -238,6 +250,7 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
                 values.update(overrides)
                 return ConsumerSettings.model_validate(values)
 
+            phase("broker and data")
             # -- the frames, once ------------------------------------------------------------------
             values, keys = encode_frames(data.stream_records, profile.frames)
             topic = kr.unique("frames")
@@ -251,6 +264,7 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
             batch_size = settings(topic, "probe").batch_size
             timeout = profile.timeout_s
 
+            phase("pre-load")
             # -- 1, 2: limit, consumer, limit ------------------------------------------------------
             limit_before = kr.measure_limit(config, topic, len(values), batch_size, timeout)
             main_edge = kr.unique("edge-main")
@@ -275,6 +289,7 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
                 "build_s": main_run.build_s,
             }
 
+            phase("limit and consumer")
             # -- 5: latency ------------------------------------------------------------------------
             latency: dict[str, Any] = {}
             producer_rss: list[float] = []
@@ -295,6 +310,7 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
                     producer_rss.append(run.producer.max_rss_mib)
             report["latency_ms"] = latency
 
+            phase("latency")
             # -- 6: scaling with the number of micro-clusters --------------------------------------
             ref_kps, ref_gt = scaling_reference(data, profile.scaling_points)
             ref_file = write_reference_file(scratch / "scaling-reference.json", ref_kps, ref_gt)
@@ -321,6 +337,7 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
             fps = [scaling[str(c)] for c in profile.scaling_counts]
             report["scaling_drop"] = fps[0] / fps[-1] if fps and fps[-1] else None
 
+            phase("scaling")
             # -- 6: one vs two consumer processes --------------------------------------------------
             base = {
                 "bootstrap_servers": bootstrap,
@@ -333,10 +350,7 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
                 "log_level": "WARNING",
             }
             drain_values, drain_keys = values[: profile.drain_frames], keys[: profile.drain_frames]
-            drains = {
-                n: kr.measure_consumer_processes(n, base, config, drain_values, drain_keys, scratch, timeout)
-                for n in (1, 2)
-            }
+            drains = kr.measure_consumer_processes((1, 2), base, config, drain_values, drain_keys, scratch, timeout)
             report["consumer_processes"] = {
                 str(n): {
                     "frames": d.frames,
@@ -349,6 +363,7 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
             }
             report["two_consumers_speedup"] = drains[1].drain_s / drains[2].drain_s
 
+            phase("consumer processes")
             # -- 7: producer, retrainer ------------------------------------------------------------
             producer = kr.measure_producer(config, data.pack.stream, profile.producer_frames, len(data.stream_records))
             if not producer.ok:
@@ -397,6 +412,7 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
             rss["bench process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
             report["rss_mib"] = rss
 
+            phase("producer and retrainer")
         # -- 3, 8: in-process baselines and detection quality (no broker needed) --------------------
         quality = measure_quality(data, scratch, seeds=profile.random_seeds, batch_size=batch_size)
         river = run_river_dbstream(data.train_kps, data.stream_kps[: profile.river_frames])
@@ -441,9 +457,11 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
                 f"the retrainer's threshold ({quality.budget}): v1 here is trained on those {quality.labels}, "
                 "but the retrainer service would not have retrained"
             )
+        phase("quality and baselines")
     if any(v.get("n_clusters") != int(k) for k, v in report["scaling_details"].items()):
         notes.append("a scaling run has fewer micro-clusters than its budget (see scaling_details.n_clusters)")
     notes.append("the machine is shared and noisy: compare ratios within a run, not absolute figures across runs")
     report["notes"] = notes
+    report["phase_s"] = phases
     report["elapsed_s"] = time.perf_counter() - began
     return report

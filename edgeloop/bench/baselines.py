@@ -499,6 +499,8 @@ def select_first(rows: Sequence[int] | np.ndarray, ids: np.ndarray, budget: int)
     """The first ``budget`` stream positions of ``rows`` with distinct frame ids, in stream order."""
     seen: set[int] = set()
     out: list[int] = []
+    if budget <= 0:
+        return np.empty(0, dtype=np.int64)
     for row in np.asarray(rows).tolist():
         frame_id = int(ids[row])
         if frame_id in seen:

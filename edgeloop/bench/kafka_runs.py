@@ -507,50 +507,56 @@ class DrainRun:
 
 
 def measure_consumer_processes(
-    processes: int,
+    counts: Sequence[int],
     base_settings: dict[str, Any],
     config: dict[str, Any],
     values: Sequence[bytes],
     keys: Sequence[bytes],
     scratch: Path,
     timeout_s: float,
-) -> DrainRun:
-    """``processes`` × ``python -m consumer`` in one group; time from producing a burst to its last commit.
+) -> dict[int, DrainRun]:
+    """For each ``n`` in ``counts``: ``n`` × ``python -m consumer`` in one group drain a burst of frames.
 
-    The group is joined on an empty 2-partition topic first (start-up and rebalancing are not timed);
-    then ``values`` are produced and the clock runs until the group's commits cover all of them.
+    Every group gets its own empty 2-partition topic, and all the processes start together (their
+    start-up is long and not what is measured) and join their groups before anything is timed. Then, one
+    group after the other, ``values`` are produced onto its topic and the clock runs until the group's
+    commits cover all of them; the other groups meanwhile idle on their empty topics.
     """
-    topic = unique(f"drain{processes}")
-    group = unique(f"drain{processes}")
-    ensure_topics(config, [TopicSpec(topic, 2)])
-    settings = {**base_settings, "topic": topic, "group_id": group}
-    children: list[Child] = []
+    groups = {n: (unique(f"drain{n}"), unique(f"drain{n}")) for n in counts}  # n -> (topic, group)
+    children: dict[int, list[Child]] = {n: [] for n in counts}
 
     def alive() -> None:
-        for child in children:
-            child.ensure_alive()
+        for members in children.values():
+            for child in members:
+                child.ensure_alive()
 
-    probe = CommitProbe(config, group, topic, 2)
+    durations: dict[int, tuple[float, list[int]]] = {}
     try:
-        for i in range(processes):
-            path = scratch / f"consumer-{processes}-{i}.log"
-            children.append(Child(consumer_args({**settings, "instance_id": f"bench-{processes}-{i}"}), path))
-        wait_group_stable(config, group, processes, 2, timeout_s, alive)
-        started = time.perf_counter()
-        preload(config, topic, values, keys)
-        total = len(values)
-        deadline = time.monotonic() + timeout_s
-        while probe.total() < total:
-            alive()
-            if time.monotonic() > deadline:
-                raise BenchError(f"{processes} consumer(s) did not drain {total} frames in {timeout_s:.0f} s")
-            time.sleep(0.05)
-        drain_s = time.perf_counter() - started
-        sizes = partition_sizes(config, topic)
+        for n, (topic, group) in groups.items():
+            ensure_topics(config, [TopicSpec(topic, 2)])
+            settings = {**base_settings, "topic": topic, "group_id": group}
+            for i in range(n):
+                path = scratch / f"consumer-{n}-{i}.log"
+                children[n].append(Child(consumer_args({**settings, "instance_id": f"bench-{n}-{i}"}), path))
+        for n, (_, group) in groups.items():
+            wait_group_stable(config, group, n, 2, timeout_s, alive)
+        for n, (topic, group) in groups.items():
+            probe = CommitProbe(config, group, topic, 2)
+            try:
+                started = time.perf_counter()
+                preload(config, topic, values, keys)
+                deadline = time.monotonic() + timeout_s
+                while probe.total() < len(values):
+                    alive()
+                    if time.monotonic() > deadline:
+                        raise BenchError(f"{n} consumer(s) did not drain {len(values)} frames in {timeout_s:.0f} s")
+                    time.sleep(0.05)
+                durations[n] = (time.perf_counter() - started, partition_sizes(config, topic))
+            finally:
+                probe.close()
     finally:
-        probe.close()
-        results = stop_children(children, 60)
-    return DrainRun(processes, len(values), drain_s, sizes, results)
+        results = {n: stop_children(members, 60) for n, members in children.items()}
+    return {n: DrainRun(n, len(values), durations[n][0], durations[n][1], results[n]) for n in counts}
 
 
 # ------------------------------------------------------------------------------------------ producer

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgeloop.bench.baselines import OriginalToolReference, OriginalToolRun, run_original_tool, select_first
-from edgeloop.bench.data import BenchData, BenchError
+from edgeloop.bench.data import BenchData
 from edgeloop.model import TrainingConfig, accuracy, train_model
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Selection:
-    """Which stream rows a method labelled, and what version 1 trained on them scored."""
+    """Which stream rows a method labelled, and what version 1 trained on them scored (None: no rows)."""
 
     rows: np.ndarray
-    v1_golden: float
+    v1_golden: float | None
     train_s: float
 
 
@@ -66,7 +66,7 @@ class QualityRun:
         gt = data.stream_gt
         wrong = self.v0_prediction != gt
         flagged = self.flagged
-        random_scores = [s.v1_golden for s in self.random_prefix]
+        random_scores = [s.v1_golden for s in self.random_prefix if s.v1_golden is not None]
         original_flagged = np.zeros(len(gt), dtype=bool)
         original_flagged[self.original_run.edge_rows] = True
         return {
@@ -81,7 +81,7 @@ class QualityRun:
             "v0_error_rate_stream": float(wrong.mean()),
             "flag_rate_after_v1": self.flag_rate_after_v1,
             "prefix_frames": self.prefix_frames,
-            "random_prefix_v1_golden": statistics.fmean(random_scores),
+            "random_prefix_v1_golden": statistics.fmean(random_scores) if random_scores else None,
             "random_prefix_v1_golden_by_seed": random_scores,
             "original_rule_v1_golden": self.original_rule.v1_golden,
             "original_rule_labels": len(self.original_rule.rows),
@@ -101,6 +101,8 @@ class QualityRun:
 
 
 def _train_and_score(data: BenchData, rows: np.ndarray, config: TrainingConfig) -> Selection:
+    if not len(rows):
+        return Selection(rows, None, 0.0)
     started = time.perf_counter()
     model = train_model(data.train_kps, data.train_gt, data.stream_kps[rows], data.stream_gt[rows], config=config)
     train_s = time.perf_counter() - started
@@ -184,15 +186,16 @@ def measure_quality(
     buffer.close()
     labelled = [r for r in collected if int(data.stream_ids[r]) in data.master][:budget]
     if not labelled:
-        raise BenchError("edgeloop collected no labelled edge case over the whole stream: nothing to train v1 on")
+        log.warning("edgeloop collected no labelled edge case over the whole stream: no version 1")
     edgeloop_rows = np.asarray(labelled, dtype=np.int64)
     labels = len(edgeloop_rows)
-    prefix = int(edgeloop_rows.max()) + 1
+    # The prefix the edge cases came from: up to the last of them (the whole stream if there is none).
+    prefix = int(edgeloop_rows.max()) + 1 if labels else n
     edgeloop = _train_and_score(data, edgeloop_rows, training_config)
 
     # After the swap the consumer absorbs version 1's additions: the flag rate on the rest of the stream.
     flag_rate_after_v1: float | None = None
-    if prefix < n:
+    if labels and prefix < n:
         additions = TrainingAdditions(
             data.stream_kps[edgeloop_rows], data.stream_gt[edgeloop_rows], data.stream_ids[edgeloop_rows]
         )
@@ -212,10 +215,7 @@ def measure_quality(
     original_fit_s = time.perf_counter() - began
     original_run = run_original_tool(reference, data.stream_kps)
     original_rows = select_first(original_run.edge_rows, data.stream_ids, labels)
-    if not len(original_rows):
-        original_rule = Selection(original_rows, float("nan"), 0.0)
-    else:
-        original_rule = _train_and_score(data, original_rows, training_config)
+    original_rule = _train_and_score(data, original_rows, training_config)
 
     if labels >= 200:
         retrain_200_s, retrain_200_rows = edgeloop.train_s, "edgeloop's first 200 edge cases"

@@ -174,6 +174,7 @@ def test_select_first_keeps_distinct_ids_in_order() -> None:
     rows = np.array([0, 1, 2, 3, 4, 5, 6])
     assert select_first(rows, ids, 3).tolist() == [0, 1, 3]
     assert select_first(rows, ids, 100).tolist() == [0, 1, 3, 4, 6]
+    assert select_first(rows, ids, 0).tolist() == []
 
 
 # ------------------------------------------------------------------------------------------- river
