@@ -17,7 +17,10 @@ Two input feature modes (recorded with every trained model, so serving applies t
 
 Training (:func:`train_model`) reproduces the original recipe by default: BCE-with-logits, Adam
 lr 5e-4, 10 epochs, batch 16, shuffled, edge cases repeated ×5, random affine augmentation of the
-keypoints. It is deterministic for a seed: the same seed and data give byte-identical state dicts.
+keypoints (:data:`ORIGINAL_CONFIG`, the benchmark's baseline). :data:`RECOMMENDED_CONFIG` is what
+edgeloop uses (pose features, hidden 128, edge cases ×10, mirroring; see ``scripts/label_budget.py``).
+Training is deterministic for a seed: the same seed and data give byte-identical state dicts. It takes
+~0.5-0.8 s of one core for 1,000 + 200 rows (the original took 32 s).
 
 Examples
 --------
