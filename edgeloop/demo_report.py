@@ -48,11 +48,15 @@ def build_report(run_dir: Path, paths: dict[str, Path], registry_dir: Path, elap
     err_flagged = float(wrong[flagged].mean()) if flagged.any() else float("nan")
 
     edge_cases = [v.trained_on.get("edge_cases", 0) for v in versions]
-    first_retrain = next((v for v in versions if v.version > 0), None)
-    # "E edge cases identified out of S samples": the frames scored before the first retrain was published.
-    samples_before_v1 = (
-        sum(1 for r in decisions if int(r["version"]) == 0) if first_retrain is not None else len(decisions)
-    )
+    # "E edge cases identified out of S samples": S = frames replayed up to the last edge case that the
+    # first retrain used (as the original tool counted the samples seen until its retrain).
+    seq_of = {r["id"]: r.get("seq") for r in decisions}
+    samples_before_v1 = len(decisions)
+    if len(versions) > 1:
+        used = registry.load_training_additions(versions[1].version).ids
+        seqs = [seq_of[int(i)] for i in used if seq_of.get(int(i)) is not None]
+        if seqs:
+            samples_before_v1 = int(max(seqs)) + 1
     return {
         "frames_replayed": int(len(decisions) and max(r.get("seq") or 0 for r in decisions) + 1),
         "frames_scored": len(scored_ids),
