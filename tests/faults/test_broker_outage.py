@@ -56,8 +56,12 @@ def test_broker_stop_start_mid_stream(
 
     stopped_at = time.monotonic()
     broker.stop()
-    time.sleep(OUTAGE_S)
-    during = scrape(run.metrics_port)
+    # Sampled over the outage (a single scrape could fall between two statistics callbacks).
+    samples: list[float] = []
+    down_until = time.monotonic() + OUTAGE_S
+    while time.monotonic() < down_until:
+        samples.append(scrape(run.metrics_port)["edgeloop_consumer_broker_up"])
+        time.sleep(0.5)
     decided_during = len(read_decisions(run.decision_log))
     broker.start()
     outage = time.monotonic() - stopped_at
@@ -79,8 +83,8 @@ def test_broker_stop_start_mid_stream(
     assert ledger.duplicates <= run.batch_size * 2, "at most one uncommitted batch per partition is redone"
     # The outage shows: in the log, and as broker_up 0 while it lasted; errors counted.
     assert "all brokers are down" in consumer.output()
-    assert during["edgeloop_consumer_broker_up"] == 0
+    assert 0 in samples, f"broker_up never 0 during the outage: {samples}"
     assert after["edgeloop_consumer_broker_up"] == 1
     assert sum(v for k, v in after.items() if k.startswith("edgeloop_consumer_kafka_errors_total")) > 0
     print(f"test3: outage {outage:.1f} s ({decided_during} decided before/while down), "
-          f"{ledger.duplicates} duplicate decisions, {len(decisions)} decisions in order")  # fmt: skip
+          f"{ledger.duplicates} duplicate decisions, broker_up {samples}")  # fmt: skip
