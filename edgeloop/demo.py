@@ -40,6 +40,11 @@ PACK_FILES = {
 }
 
 
+# The synthetic demo's training data: vertical poses and people lying flat, no push-ups or planks, so
+# that the push-up blocks of the stream are new to the reference (the product's premise).
+SYNTHETIC_TRAINING_MIX = {"standing": 0.35, "squatting": 0.25, "lunging": 0.25, "lying": 0.15}
+
+
 class DemoError(EdgeloopError):
     """The demo could not run (missing data, a service that died, a time-out)."""
 
@@ -72,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--keep-broker", action="store_true", help="leave a broker the demo started running")
     p.add_argument("--synthetic-seed", type=int, default=7, help="seed of the synthetic pack")
+    p.add_argument("--synthetic-frames", type=int, default=18000, help="stream length of the synthetic pack")
     p.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     p.add_argument("--no-pictures", action="store_true", help="skip the PNG/HTML report")
+    p.add_argument("--no-metrics", action="store_true", help="serve no /metrics (default: ports 9101-9103)")
     p.add_argument("--log-level", default="INFO")
     return p  # fmt: skip
 
@@ -88,7 +95,9 @@ def pack_paths(args: argparse.Namespace, out: Path) -> dict[str, Path]:
     from edgeloop.synthetic import synthetic_pack
 
     pack_dir = out / "data"
-    synthetic_pack(pack_dir, seed=args.synthetic_seed)
+    synthetic_pack(
+        pack_dir, seed=args.synthetic_seed, stream=args.synthetic_frames, training_mix=SYNTHETIC_TRAINING_MIX
+    )
     log.info("no --data-dir: generated a synthetic pack in %s", pack_dir)
     return {k: pack_dir / v for k, v in PACK_FILES.items()}
 
@@ -120,6 +129,10 @@ def reset_topics(config: dict[str, Any], partitions: int) -> None:
             if attempt == 49:
                 raise
             time.sleep(0.3)
+
+
+def metrics_port(args: argparse.Namespace, port: int) -> str:
+    return "0" if args.no_metrics else str(port)
 
 
 def spawn(name: str, module: str, args: list[str], out: Path, env: dict[str, str]) -> Service:
@@ -189,18 +202,19 @@ def run(args: argparse.Namespace) -> int:
             *common, "--registry", str(registry), "--training-data", str(paths["training"]),
             "--golden-data", str(paths["golden"]), "--master-annotations", str(paths["master"]),
             "--retrain-after", str(args.retrain_after), "--max-retrains", str(args.retrains),
-            "--metrics-port", "9103",
+            "--metrics-port", metrics_port(args, 9103),
         ], out, env))  # fmt: skip
         wait_for_version_zero(registry, services, timeout=180)
         for i in range(args.consumers):
             services.append(spawn(f"consumer-{i}", "consumer", [
                 *common, "--registry", str(registry), "--training-data", str(paths["training"]),
                 "--decision-log", str(out / "decisions" / f"consumer-{i}.jsonl"),
-                "--instance-id", f"demo-{i}", "--metrics-port", str(9102 + 10 * i),
+                "--instance-id", f"demo-{i}", "--metrics-port", metrics_port(args, 9102 + 10 * i),
             ], out, env))  # fmt: skip
+        wait_for_members(config, MONITOR_GROUP, args.consumers, services, timeout=180)
         producer = spawn("producer", "producer", [
             *common, "--data", str(paths["stream"]), "--rate", str(args.rate), "--limit", str(args.limit),
-            "--partitions", str(args.partitions), "--metrics-port", "9101", "--no-progress",
+            "--partitions", str(args.partitions), "--metrics-port", metrics_port(args, 9101), "--no-progress",
         ], out, env)  # fmt: skip
         services.append(producer)
         wait_until_scored(args, config, services, producer, started)
@@ -291,6 +305,25 @@ def _check_alive(services: Sequence[Service], allow_exit: Sequence[str] = ()) ->
         if code is not None and (s.name not in allow_exit or code != 0):
             tail = s.log_path.read_text(errors="replace").splitlines()[-15:]
             raise DemoError(f"{s.name} exited with code {code}; last log lines:\n" + "\n".join(tail))
+
+
+def wait_for_members(
+    config: dict[str, Any], group: str, members: int, services: Sequence[Service], timeout: float
+) -> None:
+    """Until ``members`` consumers have joined ``group`` (so the replay is not over before they start)."""
+    admin = AdminClient(config)
+    deadline = time.monotonic() + timeout
+    while True:
+        _check_alive(services)
+        try:
+            description = admin.describe_consumer_groups([group], request_timeout=5)[group].result()
+            if len(description.members) >= members:
+                return
+        except KafkaException:
+            pass  # the group does not exist until its first member joins
+        if time.monotonic() > deadline:
+            raise DemoError(f"the consumers did not join group {group} within {timeout:.0f}s")
+        time.sleep(0.3)
 
 
 def wait_for_version_zero(registry: Path, services: Sequence[Service], timeout: float) -> None:
