@@ -96,7 +96,7 @@ class Monitor:
 
     def explain(self, kps: np.ndarray, decisions: BatchDecisions) -> list[Explanation]:
         """Nearest micro-cluster and most deviating keypoints of each flagged frame of the batch."""
-        return self.reference.explain(kps, decisions.result, rows=np.flatnonzero(decisions.flagged))
+        return self.reference.explain(kps, decisions.result, rows=np.flatnonzero(decisions.flagged).tolist())
 
     def reason(self, why: Explanation, decisions: BatchDecisions) -> str:
         """One line saying why a frame was flagged."""

@@ -261,7 +261,7 @@ class ConsumerService:
         headers = [
             ("error.reason", error.reason.encode()),
             ("error.message", str(error).encode()[:1000]),
-            ("source.topic", msg.topic().encode()),
+            ("source.topic", (msg.topic() or "").encode()),
             ("source.partition", str(msg.partition()).encode()),
             ("source.offset", str(msg.offset()).encode()),
         ]
@@ -310,8 +310,8 @@ class ConsumerService:
     def _next_offsets(msgs: Sequence[Message]) -> dict[tuple[str, int], int]:
         offsets: dict[tuple[str, int], int] = {}
         for m in msgs:
-            key = (m.topic(), m.partition())
-            offsets[key] = max(offsets.get(key, -1), m.offset() + 1)
+            key, offset = _position(m)
+            offsets[key] = max(offsets.get(key, -1), offset + 1)
         return offsets
 
     def _settle(self, offsets: dict[tuple[str, int], int], before_commit: Callable[[], None]) -> None:
@@ -357,8 +357,8 @@ class ConsumerService:
         self.stats.retried_batches += 1
         first: dict[tuple[str, int], int] = {}
         for m in frames:
-            key = (m.topic(), m.partition())
-            first[key] = min(first.get(key, m.offset()), m.offset())
+            key, offset = _position(m)
+            first[key] = min(first.get(key, offset), offset)
         log.error("batch not acknowledged (%s): rewinding %s", exc, {p: o for (_, p), o in first.items()})
         for (topic, partition), offset in first.items():
             try:
@@ -436,10 +436,11 @@ class ConsumerService:
         for msg in self.versions.consume(100, 0):
             if msg.error() is not None:
                 continue
-            if msg.key() != self.settings.model_name.encode() or not msg.value():
+            value = msg.value()
+            if msg.key() != self.settings.model_name.encode() or not value:
                 continue
             try:
-                announced = orjson.loads(msg.value())
+                announced = orjson.loads(value)
                 version = int(announced["version"])
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 log.error("unreadable model-versions message at offset %d: %s", msg.offset(), exc)
@@ -485,6 +486,11 @@ class ConsumerService:
             self.stats.flagged,
             self.stats.dead_letters,
         )
+
+
+def _position(msg: Message) -> tuple[tuple[str, int], int]:
+    """((topic, partition), offset) of a consumed message (always set on one)."""
+    return (msg.topic() or "", msg.partition() or 0), msg.offset() or 0
 
 
 def _label_values(gauge: Any) -> set[str]:

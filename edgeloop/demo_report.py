@@ -54,11 +54,11 @@ def build_report(run_dir: Path, paths: dict[str, Path], registry_dir: Path, elap
     samples_before_v1 = len(decisions)
     if len(versions) > 1:
         used = registry.load_training_additions(versions[1].version).ids
-        seqs = [seq_of[int(i)] for i in used if seq_of.get(int(i)) is not None]
+        seqs = [int(seq) for i in used if (seq := seq_of.get(int(i))) is not None]
         if seqs:
             samples_before_v1 = int(max(seqs)) + 1
     return {
-        "frames_replayed": int(len(decisions) and max(r.get("seq") or 0 for r in decisions) + 1),
+        "frames_replayed": max((int(r.get("seq") or 0) + 1 for r in decisions), default=0),
         "frames_scored": len(scored_ids),
         "decisions": len(decisions),
         "edge_cases": int(max(edge_cases, default=0)),

@@ -90,9 +90,7 @@ def encode_frame(frame: dict[str, Any]) -> bytes:
     return orjson.dumps(frame, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def validate_frame(
-    obj: Any, limits: FrameLimits = FrameLimits(), *, check_finite: bool = True
-) -> dict[str, Any]:
+def validate_frame(obj: Any, limits: FrameLimits = FrameLimits(), *, check_finite: bool = True) -> dict[str, Any]:
     """Check a decoded JSON value against the frame schema and return it.
 
     Raises :class:`FrameError` naming the first problem found. ``check_finite=False`` leaves the
@@ -134,9 +132,7 @@ _NUMBER_TYPES = frozenset({int, float})
 
 def _check_numbers(values: Any, length: int, name: str, length_reason: str, check_finite: bool) -> None:
     if type(values) is not list:
-        raise FrameError(
-            length_reason, f"'{name}' must be a list of {length} numbers, got {type(values).__name__}"
-        )
+        raise FrameError(length_reason, f"'{name}' must be a list of {length} numbers, got {type(values).__name__}")
     if len(values) != length:
         raise FrameError(length_reason, f"'{name}' must have {length} numbers, got {len(values)}")
     # One C-level pass over the types; the slow loop below runs only to name the culprit.
@@ -157,9 +153,7 @@ def decode_frame(
     if not raw:
         raise FrameError("empty", "empty message")
     if len(raw) > limits.max_message_bytes:
-        raise FrameError(
-            "oversized", f"message is {len(raw)} bytes, more than the limit {limits.max_message_bytes}"
-        )
+        raise FrameError("oversized", f"message is {len(raw)} bytes, more than the limit {limits.max_message_bytes}")
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -158,9 +158,7 @@ def replay(settings: ProducerSettings, stop: threading.Event | None = None) -> R
                 bar.update(POLL_EVERY)
             elif time.monotonic() - last_report > 5:
                 last_report = time.monotonic()
-                log.info(
-                    "sent %d frames (%.0f/s), acked %d", seq, seq / (last_report - started), result.acked
-                )
+                log.info("sent %d frames (%.0f/s), acked %d", seq, seq / (last_report - started), result.acked)
     metrics.FRAMES_SENT.inc(seq % POLL_EVERY)
     result.sent = seq
     result.bytes = sent_bytes
