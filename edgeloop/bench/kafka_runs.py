@@ -45,6 +45,8 @@ from edgeloop.kafka import TopicSpec, admin_client, ensure_topics, make_consumer
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_S = 0.2
+# A latency run above what the consumer sustains builds a backlog it must then drain: bound the frames.
+MAX_LATENCY_FRAMES = 150_000
 
 
 def unique(prefix: str) -> str:
@@ -423,7 +425,7 @@ def measure_latency(
     topic = unique(f"latency-{int(rate)}")
     group = unique("latency")
     ensure_topics(config, [TopicSpec(topic, 2)])
-    n = max(int(rate * duration_s), 1000)
+    n = min(max(int(rate * duration_s), 1000), MAX_LATENCY_FRAMES)
     repeat = -(-n // stream_frames)
     log_path = scratch / f"producer-{int(rate)}.log"
     producer_args = [
