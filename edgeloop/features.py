@@ -88,12 +88,6 @@ def missing_mask(kps: np.ndarray) -> np.ndarray:
     return mask[0] if single else mask
 
 
-def _midpoint(points: np.ndarray, present: np.ndarray, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-    """Midpoint of keypoints a and b where both are present: ``(n, 2)`` and an ``(n,)`` validity mask."""
-    ok = present[:, a] & present[:, b]
-    return (points[:, a] + points[:, b]) / 2.0, ok
-
-
 def normalise_pose(kps: np.ndarray, *, scale: ScaleMethod = "bbox") -> np.ndarray:
     """Translation- and scale-invariant pose features, orientation kept.
 
@@ -132,26 +126,35 @@ def normalise_pose(kps: np.ndarray, *, scale: ScaleMethod = "bbox") -> np.ndarra
     if scale not in get_args(ScaleMethod):
         raise FeatureError(f"unknown scale method {scale!r}; use one of {get_args(ScaleMethod)}")
     points, single = _as_points(kps)
-    missing = _missing(points)
+    # Work on x and y as separate (n, 17) arrays: numpy reduces along a contiguous axis of 17 several
+    # times faster than along the middle axis of (n, 17, 2) (3.2 -> 1.0 µs per frame, same output).
+    x = np.ascontiguousarray(points[:, :, 0])
+    y = np.ascontiguousarray(points[:, :, 1])
+    missing = np.isnan(x) | np.isnan(y) | ((x == 0.0) & (y == 0.0))
     present = ~missing
-    points[missing] = np.nan
+    x[missing] = np.nan
+    y[missing] = np.nan
     n_present = present.sum(axis=1)
 
     # Mean of the present points; rows with none stay NaN (computed without nanmean's warning).
-    safe = np.where(present[:, :, None], points, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = safe.sum(axis=1) / n_present[:, None]
-    mid_hip, hip_ok = _midpoint(points, present, LEFT_HIP, RIGHT_HIP)
-    mid_shoulder, shoulder_ok = _midpoint(points, present, LEFT_SHOULDER, RIGHT_SHOULDER)
-    centre = np.where(hip_ok[:, None], mid_hip, np.where(shoulder_ok[:, None], mid_shoulder, mean))
+        mean_x = np.where(present, x, 0.0).sum(axis=1) / n_present
+        mean_y = np.where(present, y, 0.0).sum(axis=1) / n_present
+    hip_ok = present[:, LEFT_HIP] & present[:, RIGHT_HIP]
+    shoulder_ok = present[:, LEFT_SHOULDER] & present[:, RIGHT_SHOULDER]
+    hip_x, hip_y = (x[:, LEFT_HIP] + x[:, RIGHT_HIP]) / 2.0, (y[:, LEFT_HIP] + y[:, RIGHT_HIP]) / 2.0
+    sh_x = (x[:, LEFT_SHOULDER] + x[:, RIGHT_SHOULDER]) / 2.0
+    sh_y = (y[:, LEFT_SHOULDER] + y[:, RIGHT_SHOULDER]) / 2.0
+    centre_x = np.where(hip_ok, hip_x, np.where(shoulder_ok, sh_x, mean_x))
+    centre_y = np.where(hip_ok, hip_y, np.where(shoulder_ok, sh_y, mean_y))
 
-    lo = np.where(present[:, :, None], points, np.inf).min(axis=1)
-    hi = np.where(present[:, :, None], points, -np.inf).max(axis=1)
     with np.errstate(invalid="ignore"):
-        bbox = (hi - lo).max(axis=1)
+        # fmax/fmin skip NaN (missing) entries; an all-missing row gives NaN.
+        width = np.fmax.reduce(x, axis=1) - np.fmin.reduce(x, axis=1)
+        height = np.fmax.reduce(y, axis=1) - np.fmin.reduce(y, axis=1)
+        bbox = np.maximum(width, height)
     bbox = np.where(n_present > 0, bbox, np.nan)
-    torso_ok = hip_ok & shoulder_ok
-    torso = np.where(torso_ok, np.linalg.norm(mid_shoulder - mid_hip, axis=1), bbox)
+    torso = np.where(hip_ok & shoulder_ok, np.hypot(sh_x - hip_x, sh_y - hip_y), bbox)
     if scale == "bbox":
         size = bbox
     elif scale == "torso":
@@ -160,8 +163,9 @@ def normalise_pose(kps: np.ndarray, *, scale: ScaleMethod = "bbox") -> np.ndarra
         size = np.fmax(bbox, torso)
     size = np.where(np.isfinite(size) & (size > MIN_BODY_SIZE), size, 1.0)
 
-    features = (points - centre[:, None, :]) / size[:, None, None]
-    out = features.reshape(-1, N_COORDS)
+    out = np.empty((x.shape[0], N_COORDS), dtype=np.float64)
+    out[:, 0::2] = (x - centre_x[:, None]) / size[:, None]
+    out[:, 1::2] = (y - centre_y[:, None]) / size[:, None]
     return out[0] if single else out
 
 
