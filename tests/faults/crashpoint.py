@@ -8,6 +8,10 @@ transaction commits). Everything else is the unmodified service; the kill is a r
 ``finally`` runs, nothing is flushed and the group only notices at the session timeout.
 
 Before dying it writes ``--marker`` (JSON: point, batch, pid) so the test knows where the kill happened.
+
+``--point stall`` kills nothing: it holds the ``--after``-th batch of frames for ``--stall-s`` seconds
+before deciding it (processing slower than ``max.poll.interval.ms``, test 7). Its marker, written when the
+stall starts, adds the batch's first offsets per partition and the wall-clock ``started``/``until``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 import orjson
@@ -23,10 +28,10 @@ import orjson
 from consumer import service
 
 
-def install(point: str, after: int, marker: str) -> None:
+def install(point: str, after: int, marker: str, stall_s: float = 0.0) -> None:
     cls = service.ConsumerService
     publish, settle, commit, process = cls._publish_edge_cases, cls._settle, cls._commit_pending, cls.process
-    state = {"published": False, "in_settle": False, "hits": 0}
+    state = {"published": False, "in_settle": False, "hits": 0, "frame_batches": 0}
 
     def die(self: Any) -> None:
         state["hits"] += 1
@@ -38,8 +43,26 @@ def install(point: str, after: int, marker: str) -> None:
             self._decision_log.flush()
         os.kill(os.getpid(), signal.SIGKILL)
 
+    def stall(msgs: Any) -> None:
+        frames = [m for m in msgs if m.error() is None]
+        if not frames:
+            return
+        state["frame_batches"] += 1
+        if state["frame_batches"] != after:
+            return
+        first: dict[str, int] = {}
+        for m in frames:
+            first[str(m.partition())] = min(first.get(str(m.partition()), m.offset()), m.offset())
+        now = time.time()
+        with open(marker, "wb") as out:
+            out.write(orjson.dumps({"point": point, "batch": after, "pid": os.getpid(), "first_offsets": first,
+                                    "size": len(frames), "started": now, "until": now + stall_s}))  # fmt: skip
+        time.sleep(stall_s)
+
     def process_(self: Any, msgs: Any) -> None:
         state["published"] = False
+        if point == "stall":
+            stall(msgs)
         process(self, msgs)
 
     def publish_(self: Any, *args: Any) -> None:
@@ -68,12 +91,13 @@ def install(point: str, after: int, marker: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="crashpoint")
-    parser.add_argument("--point", choices=("commit", "settle"), required=True)
-    parser.add_argument("--after", type=int, default=1, help="kill at the n-th batch with edge cases")
+    parser.add_argument("--point", choices=("commit", "settle", "stall"), required=True)
+    parser.add_argument("--after", type=int, default=1, help="the n-th batch with edge cases (stall: with frames)")
     parser.add_argument("--marker", required=True)
+    parser.add_argument("--stall-s", type=float, default=0.0, help="how long --point stall holds the batch")
     parser.add_argument("consumer_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
-    install(args.point, args.after, args.marker)
+    install(args.point, args.after, args.marker, args.stall_s)
     from consumer.__main__ import main as consumer_main
 
     rest = args.consumer_args[1:] if args.consumer_args[:1] == ["--"] else args.consumer_args

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -139,12 +140,46 @@ class ConsumerRun:
         return ConsumerRun(**fields)
 
 
-def crashpoint_argv(run: ConsumerRun, point: str, after: int, marker: Path, *more: str) -> list[str]:
-    """The consumer under :mod:`tests.faults.crashpoint`: SIGKILLed at ``point`` of the ``after``-th batch."""
+def broker_run(
+    config: Mapping[str, Any], registry_template: Path, training: Path, tmp_path: Path, partitions: int = 2,
+    **changes: Any,
+) -> ConsumerRun:  # fmt: skip
+    """A :class:`ConsumerRun` on fresh topics of a test's own broker (``config``), with a registry copy."""
+    import shutil
+
+    from tests.kafka_helpers import create_topic
+
+    registry = tmp_path / unique_name("registry")
+    shutil.copytree(registry_template, registry)
+    run = ConsumerRun(
+        bootstrap=config["bootstrap.servers"], topic=create_topic(config, unique_name("frames"), partitions),
+        edge_topic=create_topic(config, unique_name("edges"), 2), dlq_topic=create_topic(config, unique_name("dlq")),
+        versions_topic=create_topic(config, unique_name("versions"), 1, {"cleanup.policy": "compact"}),
+        group=unique_name("monitor"), registry=registry, training=training,
+        decision_log=tmp_path / unique_name("decisions"),
+    )  # fmt: skip
+    return run.with_(**changes) if changes else run
+
+
+ASSIGNED = re.compile(r"assigned \[([0-9, ]*)\]")
+
+
+def assignments(proc: Proc) -> list[list[int]]:
+    """Every partition list the consumer logged as ``assigned [...]``, in order."""
+    return [[int(p) for p in m.group(1).split(",") if p.strip()] for m in ASSIGNED.finditer(proc.output())]
+
+
+def crashpoint_argv(
+    run: ConsumerRun, point: str, after: int, marker: Path, *more: str, stall_s: float = 0.0
+) -> list[str]:
+    """The consumer under :mod:`tests.faults.crashpoint`: SIGKILLed at ``point`` of the ``after``-th batch.
+
+    ``point="stall"`` holds the ``after``-th batch ``stall_s`` seconds instead of killing.
+    """
     consumer_args = run.argv(*more)[2:]  # without "-m consumer"
     return [
         "-m", "tests.faults.crashpoint", "--point", point, "--after", str(after), "--marker", str(marker),
-        "--", *consumer_args,
+        "--stall-s", str(stall_s), "--", *consumer_args,
     ]  # fmt: skip
 
 
