@@ -42,14 +42,13 @@ RATE = "200"  # frames/s: the 2000-frame stream lasts ~10 s, so the rebalances h
 def _wait_assigned(proc: Proc, count: int, what: str, timeout: float = 90.0) -> list[int]:
     """The partitions of ``proc``'s ``count``-th non-empty assignment (waits for it)."""
 
-    def got() -> list[int] | None:
+    def got() -> list[int]:
         if not proc.alive():
             raise AssertionError(f"{proc.name} exited {proc.popen.returncode}:\n{proc.output()[-3000:]}")
         non_empty = [a for a in assignments(proc) if a]
-        return non_empty[count - 1] if len(non_empty) >= count else None
+        return non_empty[count - 1] if len(non_empty) >= count else []  # [] = not yet (an assignment never is)
 
-    result: list[int] = wait_until(got, timeout, interval=0.2, what=what)
-    return result
+    return wait_until(got, timeout, interval=0.2, what=what)
 
 
 def _start_a_then_b(
