@@ -35,6 +35,7 @@ from edgeloop.frames import FrameError, FrameLimits, decode_batch
 from edgeloop.kafka import default_topics, ensure_topics, make_consumer, make_producer
 from edgeloop.model import TrainingConfig
 from edgeloop.registry import ModelRegistry, RegistryError, ensure_initial_version
+from edgeloop.runtime import tune_gc_for_streaming
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,7 @@ class ConsumerService:
         s = self.settings
         self.consumer.subscribe([s.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         log.info("consuming %s as %s in group %s", s.topic, self.instance, s.group_id)
+        tune_gc_for_streaming()
         try:
             while not self.stop.is_set():
                 self.check_model_versions()

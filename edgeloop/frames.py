@@ -90,11 +90,14 @@ def encode_frame(frame: dict[str, Any]) -> bytes:
     return orjson.dumps(frame, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def validate_frame(obj: Any, limits: FrameLimits = FrameLimits(), *, check_finite: bool = True) -> dict[str, Any]:
+def validate_frame(
+    obj: Any, limits: FrameLimits = FrameLimits(), *, check_finite: bool = True, check_types: bool = True
+) -> dict[str, Any]:
     """Check a decoded JSON value against the frame schema and return it.
 
     Raises :class:`FrameError` naming the first problem found. ``check_finite=False`` leaves the
-    finiteness of ``kps`` to the caller (:func:`decode_batch` checks a whole batch at once).
+    finiteness of ``kps`` to the caller, ``check_types=False`` the element types of ``kps`` and ``scores``
+    (:func:`decode_batch` checks both for a whole batch at once).
     """
     if type(obj) is not dict:
         raise FrameError("not_object", f"a frame must be a JSON object, got {type(obj).__name__}")
@@ -110,13 +113,13 @@ def validate_frame(obj: Any, limits: FrameLimits = FrameLimits(), *, check_finit
         raise FrameError("bad_id", f"'id' must be in [0, 2**63-1], got {frame_id}")
     if "kps" not in obj:
         raise FrameError("missing_kps", "frame has no 'kps'")
-    _check_numbers(obj["kps"], N_COORDS, "kps", "bad_kps_length", check_finite)
+    _check_numbers(obj["kps"], N_COORDS, "kps", "bad_kps_length", check_finite, check_types)
     if "ts" in obj:
         ts = obj["ts"]
         if type(ts) not in _NUMBER_TYPES or not math.isfinite(ts) or ts < 0:
             raise FrameError("bad_ts", f"'ts' must be a non-negative epoch in ms, got {ts!r}")
     if obj.get("scores") is not None:
-        _check_numbers(obj["scores"], N_KEYPOINTS, "scores", "bad_scores", True)
+        _check_numbers(obj["scores"], N_KEYPOINTS, "scores", "bad_scores", check_finite, check_types)
     if len(obj) > len(KNOWN_FIELDS):
         extra = len(obj.keys() - KNOWN_FIELDS)
         if extra > limits.max_extra_fields:
@@ -130,13 +133,15 @@ def validate_frame(obj: Any, limits: FrameLimits = FrameLimits(), *, check_finit
 _NUMBER_TYPES = frozenset({int, float})
 
 
-def _check_numbers(values: Any, length: int, name: str, length_reason: str, check_finite: bool) -> None:
+def _check_numbers(
+    values: Any, length: int, name: str, length_reason: str, check_finite: bool = True, check_types: bool = True
+) -> None:
     if type(values) is not list:
         raise FrameError(length_reason, f"'{name}' must be a list of {length} numbers, got {type(values).__name__}")
     if len(values) != length:
         raise FrameError(length_reason, f"'{name}' must have {length} numbers, got {len(values)}")
     # One C-level pass over the types; the slow loop below runs only to name the culprit.
-    if not set(map(type, values)) <= _NUMBER_TYPES:
+    if check_types and not set(map(type, values)) <= _NUMBER_TYPES:
         for i, v in enumerate(values):
             if type(v) not in _NUMBER_TYPES:
                 raise FrameError("non_numeric", f"'{name}'[{i}] is not a number: {v!r}")
@@ -147,7 +152,7 @@ def _check_numbers(values: Any, length: int, name: str, length_reason: str, chec
 
 
 def decode_frame(
-    raw: bytes | None, limits: FrameLimits = FrameLimits(), *, check_finite: bool = True
+    raw: bytes | None, limits: FrameLimits = FrameLimits(), *, check_finite: bool = True, check_types: bool = True
 ) -> dict[str, Any]:
     """Decode and validate one frame message. Raises :class:`FrameError`."""
     if not raw:
@@ -158,7 +163,7 @@ def decode_frame(
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise FrameError("not_json", f"not valid JSON: {exc}") from None
-    return validate_frame(obj, limits, check_finite=check_finite)
+    return validate_frame(obj, limits, check_finite=check_finite, check_types=check_types)
 
 
 @dataclass
@@ -167,17 +172,13 @@ class FrameBatch:
 
     records: list[dict[str, Any]]
     positions: list[int]  # index of each record in the input batch
+    kps: np.ndarray  # (n, 34) float64
     ids: np.ndarray = field(init=False)
-    kps: np.ndarray = field(init=False)
     ts_ms: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         n = len(self.records)
         self.ids = np.fromiter((r["id"] for r in self.records), dtype=np.int64, count=n)
-        if n:
-            self.kps = np.asarray([r["kps"] for r in self.records], dtype=np.float64)
-        else:
-            self.kps = np.empty((0, N_COORDS), dtype=np.float64)
         self.ts_ms = np.fromiter((r.get("ts", -1) for r in self.records), dtype=np.float64, count=n)
 
     def __len__(self) -> int:
@@ -189,7 +190,9 @@ def decode_batch(
 ) -> tuple[FrameBatch, list[tuple[int, FrameError]]]:
     """Decode a batch of messages: (valid frames, [(position, error) for each bad one]).
 
-    Errors are sorted by position. Finiteness of ``kps`` is checked once for the whole batch.
+    Errors are sorted by position. Each frame's structure and element types are checked one by one
+    (a C-level pass over the types); finiteness is checked for the whole batch at once, and the
+    keypoints come out as one ``(n, 34)`` array.
     """
     records: list[dict[str, Any]] = []
     positions: list[int] = []
@@ -200,14 +203,45 @@ def decode_batch(
             positions.append(i)
         except FrameError as exc:
             errors.append((i, exc))
-    batch = FrameBatch(records, positions)
-    finite = np.isfinite(batch.kps).all(axis=1)
-    if not finite.all():
-        for j in np.flatnonzero(~finite):
-            col = int(np.flatnonzero(~np.isfinite(batch.kps[j]))[0])
-            message = f"'kps'[{col}] is not finite: {records[j]['kps'][col]!r}"
-            errors.append((positions[j], FrameError("non_finite", message)))
-        keep = np.flatnonzero(finite)
-        batch = FrameBatch([records[j] for j in keep], [positions[j] for j in keep])
+    kps, bad = _numbers(records, "kps", N_COORDS)
+    with_scores = [j for j, r in enumerate(records) if r.get("scores") is not None]
+    if with_scores:
+        _scores, bad_scores = _numbers([records[j] for j in with_scores], "scores", N_KEYPOINTS)
+        bad.update({with_scores[j]: e for j, e in bad_scores.items() if with_scores[j] not in bad})
+    if bad:
+        errors.extend((positions[j], e) for j, e in bad.items())
         errors.sort(key=lambda e: e[0])
-    return batch, errors
+        keep = [j for j in range(len(records)) if j not in bad]
+        records = [records[j] for j in keep]
+        positions = [positions[j] for j in keep]
+        kps = kps[keep]
+    return FrameBatch(records, positions, kps), errors
+
+
+def _numbers(records: list[dict[str, Any]], name: str, width: int) -> tuple[np.ndarray, dict[int, FrameError]]:
+    """``records[*][name]`` as an ``(n, width)`` float64 array, and the rows that are not all finite numbers."""
+    if not records:
+        return np.empty((0, width), dtype=np.float64), {}
+    bad: dict[int, FrameError] = {}
+    values = np.array([r[name] for r in records])
+    if values.dtype.kind not in "fiu" or values.shape != (len(records), width):
+        # Some row holds a non-number: find it (and every other one) the slow way.
+        rows = np.empty((len(records), width), dtype=np.float64)
+        for j, r in enumerate(records):
+            try:
+                _check_numbers(r[name], width, name, "bad_kps_length" if name == "kps" else "bad_scores")
+                rows[j] = r[name]
+            except FrameError as exc:
+                bad[j] = exc
+                rows[j] = 0.0
+            except OverflowError:  # an integer too large for a float
+                bad[j] = FrameError("non_finite", f"'{name}' holds an integer too large to represent")
+                rows[j] = 0.0
+        values = rows
+    values = values.astype(np.float64, copy=False)
+    finite = np.isfinite(values).all(axis=1)
+    for j in np.flatnonzero(~finite).tolist():
+        if j not in bad:
+            col = int(np.flatnonzero(~np.isfinite(values[j]))[0])
+            bad[j] = FrameError("non_finite", f"'{name}'[{col}] is not finite: {records[j][name][col]!r}")
+    return values, bad

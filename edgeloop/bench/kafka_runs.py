@@ -41,6 +41,7 @@ from confluent_kafka import Consumer, ConsumerGroupState, Message, TopicPartitio
 
 from edgeloop.bench.data import BenchError
 from edgeloop.kafka import TopicSpec, admin_client, ensure_topics, make_consumer, make_producer
+from edgeloop.runtime import tune_gc_for_streaming
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,12 @@ def _plain(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure_limit(config: dict[str, Any], topic: str, n_frames: int, batch_size: int, timeout_s: float) -> Throughput:
-    """The ceiling: ``consume(batch_size)`` + ``orjson.loads`` of every value, from a fresh group."""
+    """The ceiling: ``consume(batch_size)`` + ``orjson.loads`` of every value, from a fresh group.
+
+    It runs under the same garbage-collector settings as the consumer's loop, so the ratio compares
+    the work done, not the settings.
+    """
+    tune_gc_for_streaming()
     consumer = make_consumer(config, unique("limit"), **{"isolation.level": "read_committed"})
     consumer.subscribe([topic])
     marks: list[tuple[float, int]] = []
