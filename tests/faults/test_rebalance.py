@@ -39,16 +39,17 @@ from tests.kafka_helpers import committed_offsets, wait_until
 RATE = "200"  # frames/s: the 2000-frame stream lasts ~10 s, so the rebalances happen under load
 
 
-def _wait_assigned(proc: Proc, count: int, what: str, timeout: float = 90.0) -> list[int]:
-    """The partitions of ``proc``'s ``count``-th non-empty assignment (waits for it)."""
-
-    def got() -> list[int]:
+def _latest(*members: Proc) -> list[list[int]]:
+    """Each member's latest logged assignment (``[]`` before the first); fails if one exited."""
+    for proc in members:
         if not proc.alive():
             raise AssertionError(f"{proc.name} exited {proc.popen.returncode}:\n{proc.output()[-3000:]}")
-        non_empty = [a for a in assignments(proc) if a]
-        return non_empty[count - 1] if len(non_empty) >= count else []  # [] = not yet (an assignment never is)
+    return [sorted((assignments(proc) or [[]])[-1]) for proc in members]
 
-    return wait_until(got, timeout, interval=0.2, what=what)
+
+def _wait_owns(proc: Proc, partitions: list[int], after: int, what: str, timeout: float = 90.0) -> None:
+    """Wait until ``proc`` logged an assignment beyond its ``after``-th one and its latest is ``partitions``."""
+    wait_until(lambda: len(assignments(proc)) > after and _latest(proc)[0] == partitions, timeout, 0.2, what)
 
 
 def _start_a_then_b(
@@ -58,13 +59,17 @@ def _start_a_then_b(
     run_a = make_run(partitions=2, batch_size=100).with_(decision_log=tmp_path / "decisions-a.jsonl")
     run_b = run_a.with_(decision_log=tmp_path / "decisions-b.jsonl")
     a = procs.start("consumer-a", run_a.argv("--instance-id", "a"))
-    assert sorted(_wait_assigned(a, 1, "A assigned")) == [0, 1]
+    _wait_owns(a, [0, 1], 0, "A assigned both partitions")
     producer = procs.start("producer", producer_argv(pack.stream, run_a.topic, run_a.bootstrap, "--rate", RATE))
     wait_until(lambda: len(read_decisions(run_a.decision_log)) >= 300, 60, what="A decided 300 frames")
     b = procs.start("consumer-b", run_b.argv("--instance-id", "b"))
-    b_parts = _wait_assigned(b, 1, "B assigned a partition")
-    a_parts = _wait_assigned(a, 2, "A's assignment after B joined")
-    assert sorted(a_parts + b_parts) == [0, 1], f"A {a_parts}, B {b_parts}"
+
+    def split() -> bool:  # one partition each (eager rebalance: both logged a new assignment)
+        a_now, b_now = _latest(a, b)
+        return bool(a_now) and bool(b_now) and sorted(a_now + b_now) == [0, 1]
+
+    wait_until(split, 90, 0.2, "A and B owning one partition each")
+    a_parts = _latest(a)[0]
     wait_until(lambda: len(read_decisions(run_b.decision_log)) >= 50, 60, what="B decided 50 frames")
     assert producer.alive(), "the producer finished before B joined: the rebalance was not under load"
     return run_a, run_b, a, b, producer, a_parts
@@ -84,6 +89,7 @@ def test_member_killed_its_partition_moves_and_nothing_is_lost(
 ) -> None:  # fmt: skip
     run_a, run_b, a, b, producer, a_parts = _start_a_then_b(make_run, procs, fault_pack, tmp_path)
 
+    b_before = len(assignments(b))
     a.signal(signal.SIGKILL)
     assert a.wait(10) == -signal.SIGKILL
     killed_at = time.monotonic()
@@ -91,7 +97,7 @@ def test_member_killed_its_partition_moves_and_nothing_is_lost(
     at_kill = committed_offsets(kafka_config, run_a.group, run_a.topic)
     decided_by_a = read_decisions(run_a.decision_log)
     window = sum(1 for d in decided_by_a if d["offset"] >= (at_kill.get(d["partition"]) or 0))
-    assert sorted(_wait_assigned(b, 2, "B assigned A's partition too")) == [0, 1]
+    _wait_owns(b, [0, 1], b_before, "B assigned A's partition too")
     takeover = time.monotonic() - killed_at
 
     assert producer.wait(90) == 0, producer.output()[-2000:]
@@ -123,10 +129,11 @@ def test_graceful_revokes_make_no_duplicates(
     run_a, run_b, a, b, producer, _ = _start_a_then_b(make_run, procs, fault_pack, tmp_path)
     after_join = read_decisions(run_a.decision_log) + read_decisions(run_b.decision_log)
     # ... and B leaving on SIGTERM revokes B's (B commits before it leaves) while A keeps running.
+    a_before = len(assignments(a))
     b.signal(signal.SIGTERM)
     assert b.wait(30) == 0, b.output()[-3000:]
     assert producer.alive(), "the producer finished before B left: the revoke was not under load"
-    assert sorted(_wait_assigned(a, 3, "A assigned both partitions again")) == [0, 1]
+    _wait_owns(a, [0, 1], a_before, "A assigned both partitions again")
 
     assert producer.wait(90) == 0, producer.output()[-2000:]
     wait_committed(kafka_config, run_a.group, run_a.topic, timeout=90, procs=[a])
