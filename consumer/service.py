@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +43,30 @@ log = logging.getLogger(__name__)
 
 class DeliveryFailed(EdgeloopError):
     """Some output of a batch was not acknowledged; the batch must be processed again."""
+
+
+@dataclass
+class InFlightBatch:
+    """A decided batch whose outputs may still be on their way to the broker.
+
+    Its offsets are committed once every edge case and dead letter it produced was acknowledged, and
+    only after every batch before it: the loop goes on consuming meanwhile instead of waiting for
+    the broker's round trip after each batch.
+    """
+
+    first: dict[tuple[str, int], int]  # first offset of the batch per partition (to rewind to)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset per partition
+    before_commit: Callable[[], None] | None = None
+    outstanding: int = 0
+    failed: int = 0
+    error: KafkaError | None = None
+
+    def on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        self.outstanding -= 1
+        if err is not None:
+            self.failed += 1
+            self.error = err
+            log.error("delivery to %s failed: %s", msg.topic(), err)
 
 
 @dataclass
@@ -110,8 +135,9 @@ class ConsumerService:
         self.monitor = build_monitor(settings, self.registry)
         self.limits = FrameLimits(settings.max_message_bytes, settings.max_extra_fields)
         self.stats = LoopStats()
-        self._delivery_failures = 0
-        self._pending: dict[tuple[str, int], int] = {}  # processed, not yet committed: next offset
+        self._pending: dict[tuple[str, int], int] = {}  # settled, not yet committed: next offset
+        self._inflight: deque[InFlightBatch] = deque()
+        self._current: InFlightBatch | None = None
         self._assigned: set[tuple[str, int]] = set()
         self._broker_down = False
         self._decision_log: IO[bytes] | None = None
@@ -121,7 +147,7 @@ class ConsumerService:
             default_topics(settings.topic, settings.edge_topic, settings.dlq_topic, settings.model_versions_topic),
         )
         common = {"error_cb": self._on_kafka_error}
-        producer_overrides: dict[str, Any] = {"on_delivery": self._on_delivery, **common}
+        producer_overrides: dict[str, Any] = dict(common)
         if settings.exactly_once:
             producer_overrides["transactional.id"] = settings.transactional_id or f"{settings.group_id}-{self.instance}"
         self.producer = make_producer(config, **producer_overrides)
@@ -135,6 +161,7 @@ class ConsumerService:
                 "max.poll.interval.ms": settings.max_poll_interval_ms,
                 "session.timeout.ms": settings.session_timeout_ms,
                 "statistics.interval.ms": 1000,
+                "on_commit": self._on_commit,
                 "stats_cb": self._on_stats,
                 "isolation.level": "read_committed",
                 "client.id": f"edgeloop-consumer-{self.instance}",
@@ -152,11 +179,6 @@ class ConsumerService:
         metrics.MODEL_VERSION.set(self.monitor.model_version)
 
     # --- callbacks (run inside consume/poll/flush on this thread) -------------------------------------
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._delivery_failures += 1
-            log.error("delivery to %s failed: %s", msg.topic(), err)
-
     def _on_kafka_error(self, err: KafkaError) -> None:
         metrics.KAFKA_ERRORS.labels(code=err.name()).inc()
         if err.code() == KafkaError._ALL_BROKERS_DOWN:
@@ -167,13 +189,25 @@ class ConsumerService:
         else:
             log.warning("kafka client error: %s", err)
 
-    def _on_stats(self, raw: str) -> None:
-        stats = orjson.loads(raw)
-        up = any(b.get("state") == "UP" for b in stats.get("brokers", {}).values())
-        if up and self._broker_down:
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is None:
+            self._broker_reachable()  # a commit went through: the broker answers
+        elif err.code() != KafkaError._NO_OFFSET:
+            # The offsets stay where they were: a restart decides those frames again (at-least-once).
+            log.warning("offset commit failed: %s", err)
+
+    def _broker_reachable(self) -> None:
+        if self._broker_down:
             log.info("broker reachable again")
             self._broker_down = False
-        metrics.BROKER_UP.set(1 if up else 0)
+        metrics.BROKER_UP.set(1)
+
+    def _on_stats(self, raw: str) -> None:
+        stats = orjson.loads(raw)
+        if any(b.get("state") == "UP" for b in stats.get("brokers", {}).values()):
+            self._broker_reachable()
+        else:
+            metrics.BROKER_UP.set(0)
         for topic, partitions in (
             (name, t.get("partitions", {}))
             for name, t in stats.get("topics", {}).items()
@@ -189,7 +223,8 @@ class ConsumerService:
         log.info("assigned %s", sorted(p.partition for p in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Everything processed so far is committed before the partitions go to another member.
+        # Everything processed so far is settled and committed before the partitions go to another member.
+        self._drain_inflight()
         self._commit_pending()
         self._forget(partitions)
         log.info("revoked %s", sorted(p.partition for p in partitions))
@@ -219,6 +254,12 @@ class ConsumerService:
                 msgs = self.consumer.consume(s.batch_size, s.poll_timeout_s)
                 if msgs:
                     self.process(msgs)
+                elif self._inflight:  # idle: settle what the broker has acknowledged meanwhile
+                    self.producer.poll(0)
+                    try:
+                        self._settle_ready()
+                    except DeliveryFailed as exc:
+                        self._retry_from(exc)
         finally:
             self.close()
         return self.stats
@@ -241,7 +282,8 @@ class ConsumerService:
             return
         if self.settings.exactly_once:
             self.producer.begin_transaction()
-        self._delivery_failures = 0
+        first, offsets = self._batch_offsets(frames)
+        self._current = InFlightBatch(first=first)
         batch, errors = decode_batch([m.value() for m in frames], self.limits)
         for position, error in errors:
             self._dead_letter(frames[position], error)
@@ -249,13 +291,12 @@ class ConsumerService:
         msg_of = [frames[p] for p in batch.positions]
         if decisions.flagged.any():
             self._publish_edge_cases(batch.records, batch.kps, decisions, msg_of)
-        offsets = self._next_offsets(frames)
         try:
             # The decision log is written once the outputs are acknowledged and before the commit: a crash
             # in between repeats decisions on restart, it never loses one.
             self._settle(offsets, lambda: self._write_decisions(batch.records, decisions, msg_of))
         except DeliveryFailed as exc:
-            self._retry_batch(frames, exc)
+            self._retry_from(exc)
             return
         self._account(frames, batch, errors, decisions, started)
 
@@ -301,20 +342,34 @@ class ConsumerService:
             self._produce(self.settings.edge_topic, orjson.dumps(edge), str(records[row]["id"]).encode())
 
     def _produce(self, topic: str, value: bytes, key: bytes | None, headers: list[Any] | None = None) -> None:
+        batch = self._current
+        assert batch is not None, "outputs are produced while a batch is processed"
         while True:
             try:
-                self.producer.produce(topic, value, key, headers=headers)
+                self.producer.produce(topic, value, key, headers=headers, on_delivery=batch.on_delivery)
+                batch.outstanding += 1
+                return
+            except KafkaException as exc:
+                # Refused before it left (e.g. the topic is unknown): a failed output, the batch is redone.
+                batch.failed += 1
+                batch.error = exc.args[0]
+                log.error("could not produce to %s: %s", topic, exc)
                 return
             except BufferError:
                 self.producer.poll(0.05)
 
     @staticmethod
-    def _next_offsets(msgs: Sequence[Message]) -> dict[tuple[str, int], int]:
-        offsets: dict[tuple[str, int], int] = {}
+    def _batch_offsets(msgs: Sequence[Message]) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
+        """First offset and next offset per partition of a batch (a partition's messages come in order)."""
+        first: dict[tuple[str, int], int] = {}
+        following: dict[tuple[str, int], int] = {}
         for m in msgs:
-            key, offset = _position(m)
-            offsets[key] = max(offsets.get(key, -1), offset + 1)
-        return offsets
+            key = (m.topic() or "", m.partition() or 0)
+            offset = m.offset() or 0
+            if key not in first:
+                first[key] = offset
+            following[key] = offset + 1
+        return first, following
 
     def _settle(self, offsets: dict[tuple[str, int], int], before_commit: Callable[[], None]) -> None:
         """Wait for the batch's outputs to be acknowledged, call ``before_commit``, then commit its offsets."""
@@ -328,24 +383,66 @@ class ConsumerService:
             except KafkaException as exc:
                 self.producer.abort_transaction(30)
                 raise DeliveryFailed(f"transaction aborted: {exc}") from exc
+            self._current = None
             metrics.COMMITS.inc()
             return
-        remaining = self.producer.flush(self.settings.delivery_timeout_s)
-        if remaining or self._delivery_failures:
-            raise DeliveryFailed(
-                f"{self._delivery_failures} outputs failed and {remaining} still unacknowledged after "
-                f"{self.settings.delivery_timeout_s:.0f}s"
-            )
-        before_commit()
-        self._pending.update(offsets)
-        self._commit_pending()
+        batch = self._current
+        assert batch is not None
+        batch.offsets = offsets
+        batch.before_commit = before_commit
+        self._inflight.append(batch)
+        self._current = None
+        self.producer.poll(0)  # serve the delivery reports that are in
+        strict = self.settings.max_inflight_batches == 0
+        if len(self._inflight) > self.settings.max_inflight_batches:
+            self._await_deliveries(self.settings.delivery_timeout_s)
+        # Strict mode commits each batch synchronously before the next: the smallest duplicate window.
+        self._settle_ready(asynchronous=not strict)
 
-    def _commit_pending(self) -> None:
+    def _drain_inflight(self) -> None:
+        """Wait for the in-flight batches' outputs and settle them; what cannot be settled stays uncommitted."""
+        if not self._inflight:
+            return
+        self._await_deliveries(self.settings.delivery_timeout_s)
+        try:
+            self._settle_ready(asynchronous=False)
+        except DeliveryFailed as exc:
+            log.error("%s: those frames stay uncommitted and are decided again", exc)
+        if self._inflight:
+            log.error("%d batches not acknowledged: their frames stay uncommitted", len(self._inflight))
+            self._inflight.clear()
+
+    def _await_deliveries(self, timeout_s: float) -> None:
+        """Block until every output produced so far is acknowledged (or failed), at most ``timeout_s``."""
+        remaining = self.producer.flush(timeout_s)
+        if remaining:
+            log.warning("%d outputs still unacknowledged after %.0fs", remaining, timeout_s)
+
+    def _settle_ready(self, asynchronous: bool = True) -> None:
+        """Commit the batches at the head of the queue whose outputs are all acknowledged.
+
+        Raises :class:`DeliveryFailed` for the first batch with a failed output: it and every later
+        in-flight batch are processed again, nothing of them is committed.
+        """
+        while self._inflight and self._inflight[0].outstanding <= 0:
+            batch = self._inflight[0]
+            if batch.failed:
+                raise DeliveryFailed(f"{batch.failed} outputs of a batch failed: {batch.error}")
+            self._inflight.popleft()
+            if batch.before_commit is not None:
+                batch.before_commit()
+            self._pending.update(batch.offsets)
+        self._commit_pending(asynchronous)
+
+    def _commit_pending(self, asynchronous: bool = False) -> None:
         if not self._pending:
             return
         tps = [TopicPartition(t, p, o) for (t, p), o in self._pending.items()]
         try:
-            self.consumer.commit(offsets=tps, asynchronous=False)
+            if asynchronous:
+                self.consumer.commit(offsets=tps, asynchronous=True)
+            else:
+                self.consumer.commit(offsets=tps, asynchronous=False)
         except KafkaException as exc:
             # Kept pending: the next batch (or the revoke) commits them; a restart re-decides them.
             log.warning("offset commit failed (will retry): %s", exc)
@@ -353,16 +450,22 @@ class ConsumerService:
         self._pending.clear()
         metrics.COMMITS.inc()
 
-    def _retry_batch(self, frames: Sequence[Message], exc: DeliveryFailed) -> None:
-        """Nothing of this batch is committed: rewind each partition to its first frame and try again."""
+    def _retry_from(self, exc: DeliveryFailed) -> None:
+        """Rewind to the first frame of every unsettled batch (the failed one and all after it)."""
         metrics.DELIVERY_FAILURES.inc()
         self.stats.retried_batches += 1
         first: dict[tuple[str, int], int] = {}
-        for m in frames:
-            key, offset = _position(m)
-            first[key] = min(first.get(key, offset), offset)
+        batches = [*self._inflight, *([self._current] if self._current is not None else [])]
+        for batch in batches:
+            for key, offset in batch.first.items():
+                first[key] = min(first.get(key, offset), offset)
+        self._inflight.clear()
+        self._current = None
+        self._commit_pending()  # what settled before the failure stays settled
         log.error("batch not acknowledged (%s): rewinding %s", exc, {p: o for (_, p), o in first.items()})
         for (topic, partition), offset in first.items():
+            if (topic, partition) not in self._assigned:
+                continue
             try:
                 self.consumer.seek(TopicPartition(topic, partition, offset))
             except KafkaException as seek_exc:
@@ -471,10 +574,7 @@ class ConsumerService:
         """Flush, commit what is settled, leave the group."""
         try:
             if not self.settings.exactly_once:
-                remaining = self.producer.flush(self.settings.delivery_timeout_s)
-                if remaining:
-                    log.error("%d outputs unacknowledged at shutdown: their frames stay uncommitted", remaining)
-                    self._pending.clear()
+                self._drain_inflight()
             self._commit_pending()
         finally:
             self.consumer.close()
@@ -488,11 +588,6 @@ class ConsumerService:
             self.stats.flagged,
             self.stats.dead_letters,
         )
-
-
-def _position(msg: Message) -> tuple[tuple[str, int], int]:
-    """((topic, partition), offset) of a consumed message (always set on one)."""
-    return (msg.topic() or "", msg.partition() or 0), msg.offset() or 0
 
 
 def _label_values(gauge: Any) -> set[str]:

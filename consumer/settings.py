@@ -49,9 +49,14 @@ class ConsumerSettings(ServiceSettings):
     threshold: float | None = Field(None, description="Absolute OOD threshold (overrides --threshold-quantile).")
     window_size: int = Field(2000, description="Frames per drift window.")
     batch_size: int = Field(2000, description="Largest batch taken from Kafka at once.")
-    poll_timeout_s: float = Field(0.2, description="How long one poll waits for frames.")
+    poll_timeout_s: float = Field(0.05, description="How long one poll waits for frames.")
     delivery_timeout_s: float = Field(
         30.0, description="How long a batch waits for its edge cases / dead letters to be acknowledged."
+    )
+    max_inflight_batches: int = Field(
+        2,
+        description="Batches whose outputs may await the broker's acknowledgement while the next are decided "
+        "(0 = settle and commit each batch synchronously before the next: fewest duplicates after a crash).",
     )
     decision_log: str | None = Field(
         None, description="JSON Lines file receiving one decision per scored frame (the ledger)."

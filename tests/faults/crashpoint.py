@@ -78,10 +78,10 @@ def install(point: str, after: int, marker: str, stall_s: float = 0.0) -> None:
         finally:
             state["in_settle"] = False
 
-    def commit_(self: Any) -> None:
+    def commit_(self: Any, *args: Any) -> None:
         if point == "commit" and state["in_settle"] and state["published"] and self._pending:
             die(self)
-        commit(self)
+        commit(self, *args)
 
     cls.process = process_  # type: ignore[method-assign]
     cls._publish_edge_cases = publish_  # type: ignore[method-assign]

@@ -121,6 +121,7 @@ class ConsumerRun:
     training: Path
     decision_log: Path
     batch_size: int = 200
+    max_inflight_batches: int = 2  # the consumer's default: batches awaiting acknowledgement while it goes on
     metrics_port: int = 0
     extra: tuple[str, ...] = ()
 
@@ -132,8 +133,14 @@ class ConsumerRun:
             "--registry", str(self.registry), "--training-data", str(self.training),
             "--decision-log", str(self.decision_log), "--metrics-port", str(self.metrics_port),
             "--batch-size", str(self.batch_size), "--session-timeout-ms", "6000",
+            "--max-inflight-batches", str(self.max_inflight_batches),
             *(arg for k, v in FLAGGING.items() for arg in (f"--{k.replace('_', '-')}", str(v))), *self.extra, *more,
         ]  # fmt: skip
+
+    @property
+    def uncommitted_window(self) -> int:
+        """Most frames decided but not yet committed at any moment: the batch in hand plus those in flight."""
+        return self.batch_size * (self.max_inflight_batches + 1)
 
     def with_(self, **changes: Any) -> ConsumerRun:
         fields = {**self.__dict__, **changes}

@@ -126,8 +126,8 @@ def test_chaos_soak(
                     expected_flags(run, acked))  # fmt: skip
     ledger.assert_nothing_lost()  # lost = 0
     kills = sum(1 for _, action, _ in SCHEDULE if action == "kill")
-    assert ledger.duplicates <= kills * run.batch_size, f"{ledger.duplicates} duplicates for {kills} kills"
+    assert ledger.duplicates <= kills * run.uncommitted_window, f"{ledger.duplicates} duplicates for {kills} kills"
     print(f"test10: {kills} kills (uncommitted windows {windows}), pauses {pauses} s; {len(runs)} consumer "
           f"processes; produced in {produced_s:.1f} s, lag 0 {caught_up_s:.1f} s later; duplicates "
-          f"{ledger.duplicates} (bound {kills * run.batch_size}), edge duplicates {ledger.edge_duplicates}, "
+          f"{ledger.duplicates} (bound {kills * run.uncommitted_window}), edge duplicates {ledger.edge_duplicates}, "
           f"|E*| {len(ledger.e_star)}")  # fmt: skip

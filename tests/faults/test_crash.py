@@ -69,7 +69,7 @@ def test_sigkill_between_edge_publish_and_commit(
     ledger.assert_nothing_lost()  # A ⊆ decisions, E* ⊆ E, every flag as the deterministic run
     # The uncommitted window: decided (log written, outputs acked) but not committed when killed.
     window = sum(1 for d in decided_before if d["offset"] >= (at_kill.get(d["partition"]) or 0))
-    assert 0 < window <= run.batch_size
+    assert 0 < window <= run.uncommitted_window
     assert ledger.duplicates == window, f"{ledger.duplicates} duplicate decisions, uncommitted window {window}"
     assert ledger.edge_duplicates <= window
     assert committed_offsets(kafka_config, run.group, run.topic) == high_watermarks(kafka_config, run.topic)
