@@ -153,6 +153,9 @@ class ConsumerService:
         self.producer = make_producer(config, **producer_overrides)
         if settings.exactly_once:
             self.producer.init_transactions(30)
+        # Learn the output topics' leaders now, not on the first edge case (a stall of a round trip or two).
+        for topic in (settings.edge_topic, settings.dlq_topic):
+            self.producer.list_topics(topic, timeout=10)
         self.consumer = make_consumer(
             config,
             settings.group_id,
