@@ -32,7 +32,7 @@ from consumer.monitor import BatchDecisions, Monitor
 from consumer.settings import ConsumerSettings
 from edgeloop.datasets import read_labelled
 from edgeloop.errors import EdgeloopError
-from edgeloop.frames import FrameError, FrameLimits, decode_batch
+from edgeloop.frames import FrameBatch, FrameError, FrameLimits, decode_batch
 from edgeloop.kafka import default_topics, ensure_topics, make_consumer, make_producer
 from edgeloop.model import TrainingConfig
 from edgeloop.registry import ModelRegistry, RegistryError, ensure_initial_version
@@ -293,11 +293,11 @@ class ConsumerService:
         decisions = self.monitor.decide(batch.kps)
         msg_of = [frames[p] for p in batch.positions]
         if decisions.flagged.any():
-            self._publish_edge_cases(batch.records, batch.kps, decisions, msg_of)
+            self._publish_edge_cases(batch, decisions, msg_of)
         try:
             # The decision log is written once the outputs are acknowledged and before the commit: a crash
             # in between repeats decisions on restart, it never loses one.
-            self._settle(offsets, lambda: self._write_decisions(batch.records, decisions, msg_of))
+            self._settle(offsets, lambda: self._write_decisions(batch, decisions, msg_of))
         except DeliveryFailed as exc:
             self._retry_from(exc)
             return
@@ -316,18 +316,12 @@ class ConsumerService:
         self.stats.dead_letters += 1
         log.warning("dead letter %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), error)
 
-    def _publish_edge_cases(
-        self,
-        records: list[dict[str, Any]],
-        kps: np.ndarray,
-        d: BatchDecisions,
-        msg_of: list[Message],
-    ) -> None:
+    def _publish_edge_cases(self, batch: FrameBatch, d: BatchDecisions, msg_of: list[Message]) -> None:
         flagged_at = datetime.now(UTC).isoformat(timespec="milliseconds")
-        for why in self.monitor.explain(kps, d):
+        for why in self.monitor.explain(batch.kps, d):
             row = why.row
             edge = {
-                **records[row],
+                **batch.record(row),
                 "score": why.score,
                 "threshold": why.threshold,
                 "reason": self.monitor.reason(why, d),
@@ -342,7 +336,7 @@ class ConsumerService:
                 "source_partition": msg_of[row].partition(),
                 "source_offset": msg_of[row].offset(),
             }
-            self._produce(self.settings.edge_topic, orjson.dumps(edge), str(records[row]["id"]).encode())
+            self._produce(self.settings.edge_topic, orjson.dumps(edge), str(batch.ids[row]).encode())
 
     def _produce(self, topic: str, value: bytes, key: bytes | None, headers: list[Any] | None = None) -> None:
         batch = self._current
@@ -475,15 +469,15 @@ class ConsumerService:
                 log.warning("seek failed on %s[%d]: %s", topic, partition, seek_exc)
         self.stop.wait(1.0)
 
-    def _write_decisions(self, records: list[dict[str, Any]], d: Any, msg_of: list[Message]) -> None:
-        if self._decision_log is None or not records:
+    def _write_decisions(self, batch: FrameBatch, d: Any, msg_of: list[Message]) -> None:
+        if self._decision_log is None or not len(batch):
             return
         version = d.model_version
         lines = [
             orjson.dumps(
                 {
-                    "id": r["id"],
-                    "seq": r.get("seq"),
+                    "id": i,
+                    "seq": q,
                     "partition": m.partition(),
                     "offset": m.offset(),
                     "version": version,
@@ -493,8 +487,9 @@ class ConsumerService:
                     "score": round(float(s), 4),
                 }
             )
-            for r, m, f, o, p, s in zip(
-                records,
+            for i, q, m, f, o, p, s in zip(
+                batch.ids.tolist(),
+                batch.seqs,
                 msg_of,
                 d.flagged.tolist(),
                 d.is_ood.tolist(),

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -166,23 +167,46 @@ def decode_frame(
     return validate_frame(obj, limits, check_finite=check_finite, check_types=check_types)
 
 
+class _FrameShape(msgspec.Struct):
+    """What the hot path needs of a frame, decoded and type-checked by msgspec in one C pass.
+
+    It accepts exactly what :func:`validate_frame` accepts (a frame it refuses goes to the slow path,
+    which names the problem). Unknown fields are skipped here and kept in the raw bytes.
+    """
+
+    id: Annotated[int, msgspec.Meta(ge=0, le=MAX_ID)]
+    kps: Annotated[list[float], msgspec.Meta(min_length=N_COORDS, max_length=N_COORDS)]
+    schema: Literal[1] = 1  # SCHEMA_VERSION
+    seq: Any = None
+    ts: Annotated[float, msgspec.Meta(ge=0)] = -1.0  # -1: no timestamp
+    scores: Annotated[list[float], msgspec.Meta(min_length=N_KEYPOINTS, max_length=N_KEYPOINTS)] | None = None
+
+
+_SHAPE_DECODER = msgspec.json.Decoder(_FrameShape)
+
+
 @dataclass
 class FrameBatch:
-    """Frames that validated, as arrays for the vectorised hot path plus the decoded records."""
+    """Frames that validated: arrays for the vectorised hot path, and the raw messages for the rest."""
 
-    records: list[dict[str, Any]]
-    positions: list[int]  # index of each record in the input batch
+    raws: list[bytes]
+    positions: list[int]  # index of each frame in the input batch
     kps: np.ndarray  # (n, 34) float64
-    ids: np.ndarray = field(init=False)
-    ts_ms: np.ndarray = field(init=False)
-
-    def __post_init__(self) -> None:
-        n = len(self.records)
-        self.ids = np.fromiter((r["id"] for r in self.records), dtype=np.int64, count=n)
-        self.ts_ms = np.fromiter((r.get("ts", -1) for r in self.records), dtype=np.float64, count=n)
+    ids: np.ndarray  # (n,) int64
+    ts_ms: np.ndarray  # (n,) float64, -1 where the frame has no timestamp
+    seqs: list[Any]  # the producer's sequence numbers (None where absent)
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.raws)
+
+    def record(self, row: int) -> dict[str, Any]:
+        """The whole frame ``row`` as a dict, unknown fields included."""
+        return dict(orjson.loads(self.raws[row]))
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """Every frame as a dict (decoded on demand: the hot path only needs the arrays)."""
+        return [self.record(j) for j in range(len(self.raws))]
 
 
 def decode_batch(
@@ -190,58 +214,57 @@ def decode_batch(
 ) -> tuple[FrameBatch, list[tuple[int, FrameError]]]:
     """Decode a batch of messages: (valid frames, [(position, error) for each bad one]).
 
-    Errors are sorted by position. Each frame's structure and element types are checked one by one
-    (a C-level pass over the types); finiteness is checked for the whole batch at once, and the
-    keypoints come out as one ``(n, 34)`` array.
+    Errors are sorted by position. Each message is decoded and type-checked by msgspec (the C fast
+    path); one it refuses, or one that might carry too many unknown fields, goes through
+    :func:`decode_frame`, which gives the precise error. Finiteness is checked for the whole batch.
     """
-    records: list[dict[str, Any]] = []
+    shapes: list[_FrameShape] = []
+    kept: list[bytes] = []
     positions: list[int] = []
     errors: list[tuple[int, FrameError]] = []
+    # Every key is followed by '":' and a valid frame has at least "id" and "kps": with no more than this
+    # many '":' it cannot carry more unknown fields than the limit (else the slow path counts them).
+    most_keys = limits.max_extra_fields + 2
+    decode = _SHAPE_DECODER.decode
     for i, raw in enumerate(raws):
+        if raw and len(raw) <= limits.max_message_bytes and raw.count(b'":') <= most_keys:
+            try:
+                shapes.append(decode(raw))
+                kept.append(raw)
+                positions.append(i)
+                continue
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                pass
         try:
-            records.append(decode_frame(raw, limits, check_finite=False))
-            positions.append(i)
+            obj = decode_frame(raw, limits)
         except FrameError as exc:
             errors.append((i, exc))
-    kps, bad = _numbers(records, "kps", N_COORDS)
-    with_scores = [j for j, r in enumerate(records) if r.get("scores") is not None]
-    if with_scores:
-        _scores, bad_scores = _numbers([records[j] for j in with_scores], "scores", N_KEYPOINTS)
-        bad.update({with_scores[j]: e for j, e in bad_scores.items() if with_scores[j] not in bad})
-    if bad:
-        errors.extend((positions[j], e) for j, e in bad.items())
+            continue
+        assert raw is not None  # decode_frame refuses empty messages
+        ts = obj.get("ts")
+        shapes.append(_FrameShape(id=obj["id"], kps=obj["kps"], seq=obj.get("seq"), ts=-1.0 if ts is None else ts))
+        kept.append(raw)
+        positions.append(i)
+    n = len(shapes)
+    kps = np.array([s.kps for s in shapes], dtype=np.float64) if n else np.empty((0, N_COORDS))
+    finite = np.isfinite(kps).all(axis=1)
+    if not finite.all():
+        for j in np.flatnonzero(~finite).tolist():
+            col = int(np.flatnonzero(~np.isfinite(kps[j]))[0])
+            errors.append((positions[j], FrameError("non_finite", f"'kps'[{col}] is not finite: {kps[j, col]!r}")))
         errors.sort(key=lambda e: e[0])
-        keep = [j for j in range(len(records)) if j not in bad]
-        records = [records[j] for j in keep]
+        keep = np.flatnonzero(finite).tolist()
+        shapes = [shapes[j] for j in keep]
+        kept = [kept[j] for j in keep]
         positions = [positions[j] for j in keep]
         kps = kps[keep]
-    return FrameBatch(records, positions, kps), errors
-
-
-def _numbers(records: list[dict[str, Any]], name: str, width: int) -> tuple[np.ndarray, dict[int, FrameError]]:
-    """``records[*][name]`` as an ``(n, width)`` float64 array, and the rows that are not all finite numbers."""
-    if not records:
-        return np.empty((0, width), dtype=np.float64), {}
-    bad: dict[int, FrameError] = {}
-    values = np.array([r[name] for r in records])
-    if values.dtype.kind not in "fiu" or values.shape != (len(records), width):
-        # Some row holds a non-number: find it (and every other one) the slow way.
-        rows = np.empty((len(records), width), dtype=np.float64)
-        for j, r in enumerate(records):
-            try:
-                _check_numbers(r[name], width, name, "bad_kps_length" if name == "kps" else "bad_scores")
-                rows[j] = r[name]
-            except FrameError as exc:
-                bad[j] = exc
-                rows[j] = 0.0
-            except OverflowError:  # an integer too large for a float
-                bad[j] = FrameError("non_finite", f"'{name}' holds an integer too large to represent")
-                rows[j] = 0.0
-        values = rows
-    values = values.astype(np.float64, copy=False)
-    finite = np.isfinite(values).all(axis=1)
-    for j in np.flatnonzero(~finite).tolist():
-        if j not in bad:
-            col = int(np.flatnonzero(~np.isfinite(values[j]))[0])
-            bad[j] = FrameError("non_finite", f"'{name}'[{col}] is not finite: {records[j][name][col]!r}")
-    return values, bad
+        n = len(shapes)
+    batch = FrameBatch(
+        raws=kept,
+        positions=positions,
+        kps=kps,
+        ids=np.fromiter((s.id for s in shapes), dtype=np.int64, count=n),
+        ts_ms=np.fromiter((s.ts for s in shapes), dtype=np.float64, count=n),
+        seqs=[s.seq for s in shapes],
+    )
+    return batch, errors

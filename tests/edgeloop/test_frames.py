@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import orjson
 import pytest
 
@@ -108,3 +109,29 @@ def test_decode_batch_splits_good_and_bad_in_order() -> None:
 def test_decode_batch_of_nothing() -> None:
     batch, errors = decode_batch([])
     assert len(batch) == 0 and batch.kps.shape == (0, N_COORDS) and errors == []
+
+
+@pytest.mark.parametrize(("raw", "reason"), BAD_INPUTS, ids=[r for _, r in BAD_INPUTS])
+def test_the_batch_fast_path_refuses_what_the_validator_refuses(raw: bytes, reason: str) -> None:
+    # decode_batch type-checks in C (msgspec) and falls back to decode_frame to name the problem.
+    batch, errors = decode_batch([encode_frame(good_frame(id=1)), raw, encode_frame(good_frame(id=2))])
+    assert batch.ids.tolist() == [1, 2]
+    assert [(pos, err.reason) for pos, err in errors] == [(1, reason)]
+
+
+def test_the_batch_keeps_every_field_and_the_hot_path_arrays() -> None:
+    frames = [good_frame(id=i, seq=10 + i, camera={"zoom": i}, scores=[0.5] * 17) for i in range(3)]
+    frames[1].pop("ts")
+    batch, errors = decode_batch([encode_frame(f) for f in frames])
+    assert errors == []
+    assert batch.seqs == [10, 11, 12]
+    assert batch.ts_ms.tolist() == [1_700_000_000_000, -1, 1_700_000_000_000]
+    assert np.array_equal(batch.kps, np.asarray([f["kps"] for f in frames], dtype=np.float64))
+    assert batch.record(2)["camera"] == {"zoom": 2} and batch.records[1]["schema"] == 1
+
+
+def test_frames_the_fast_path_cannot_judge_still_pass_when_valid() -> None:
+    # Many string values with '":' inside look like many keys to the pre-check: the slow path decides.
+    frame = good_frame(id=9, **{f"note{i}": 'a":b' for i in range(20)})
+    batch, errors = decode_batch([encode_frame(frame)])
+    assert errors == [] and batch.ids.tolist() == [9]
