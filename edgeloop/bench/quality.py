@@ -40,6 +40,7 @@ class Selection:
     rows: np.ndarray
     v1_golden: float | None
     train_s: float
+    model: Any = None  # version 1 (None: no rows)
 
 
 @dataclass
@@ -106,7 +107,7 @@ def _train_and_score(data: BenchData, rows: np.ndarray, config: TrainingConfig) 
     started = time.perf_counter()
     model = train_model(data.train_kps, data.train_gt, data.stream_kps[rows], data.stream_gt[rows], config=config)
     train_s = time.perf_counter() - started
-    return Selection(rows, accuracy(model, data.golden_kps, data.golden_gt), train_s)
+    return Selection(rows, accuracy(model, data.golden_kps, data.golden_gt), train_s, model)
 
 
 def measure_quality(
@@ -169,11 +170,11 @@ def measure_quality(
         began = time.perf_counter()
         decisions = monitor.decide(kps)
         decide_s += time.perf_counter() - began
-        flagged[start : start + len(kps)] = decisions.is_ood
+        flagged[start : start + len(kps)] = decisions.flagged  # out of distribution or uncertain
         prediction[start : start + len(kps)] = decisions.prediction
         if len(collected) >= budget:
             continue
-        rows = np.flatnonzero(decisions.is_ood) + start
+        rows = np.flatnonzero(decisions.flagged) + start
         if not len(rows):
             continue
         result = collector.collect([data.stream_records[r] for r in rows.tolist()])
@@ -199,10 +200,8 @@ def measure_quality(
         additions = TrainingAdditions(
             data.stream_kps[edgeloop_rows], data.stream_gt[edgeloop_rows], data.stream_ids[edgeloop_rows]
         )
-        monitor.reference.learn(additions.kps, labels=additions.gt)
-        rest = [
-            monitor.reference.score(data.stream_kps[s : s + batch_size]).is_ood for s in range(prefix, n, batch_size)
-        ]
+        monitor.swap_model(edgeloop.model, 1, additions)  # as the consumer does on the announcement
+        rest = [monitor.decide(data.stream_kps[s : s + batch_size]).flagged for s in range(prefix, n, batch_size)]
         flag_rate_after_v1 = float(np.concatenate(rest).mean())
 
     random_prefix = []

@@ -179,7 +179,7 @@ def sections(report: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[
             f"v1, the original tool's rule ({q.get('original_rule_labels')} labels)",
             _pct(q.get("original_rule_v1_golden"), 2),
         ],
-        ["flag rate (v0 reference), edgeloop", _pct(q.get("flag_rate"), 2)],
+        ["flag rate under v0 (out of distribution or uncertain), edgeloop", _pct(q.get("flag_rate"), 2)],
         ["flag rate, original tool's rule", _pct(q.get("original_rule_flag_rate"), 2)],
         ["flag rate after absorbing v1 (rest of the stream)", _pct(q.get("flag_rate_after_v1"), 2)],
         ["v0 error rate among edgeloop's flagged frames", _pct(q.get("v0_error_rate_among_flagged"))],
