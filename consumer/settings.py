@@ -49,7 +49,9 @@ class ConsumerSettings(ServiceSettings):
     threshold: float | None = Field(None, description="Absolute OOD threshold (overrides --threshold-quantile).")
     window_size: int = Field(2000, description="Frames per drift window.")
     batch_size: int = Field(2000, description="Largest batch taken from Kafka at once.")
-    poll_timeout_s: float = Field(0.05, description="How long one poll waits for frames.")
+    poll_timeout_s: float = Field(
+        0.02, description="How long one poll waits for frames (bounds the wait of a frame at low rates)."
+    )
     delivery_timeout_s: float = Field(
         30.0, description="How long a batch waits for its edge cases / dead letters to be acknowledged."
     )
