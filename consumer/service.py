@@ -8,6 +8,7 @@ With ``--exactly-once`` the outputs and the offsets go into one Kafka transactio
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -242,7 +243,8 @@ class ConsumerService:
     def _forget(self, partitions: list[TopicPartition]) -> None:
         for p in partitions:
             self._assigned.discard((p.topic, p.partition))
-            metrics.LAG.remove(str(p.partition)) if str(p.partition) in _label_values(metrics.LAG) else None
+            with contextlib.suppress(KeyError):  # no lag was reported for it yet
+                metrics.LAG.remove(str(p.partition))
         metrics.ASSIGNED_PARTITIONS.set(len(self._assigned))
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -586,7 +588,3 @@ class ConsumerService:
             self.stats.flagged,
             self.stats.dead_letters,
         )
-
-
-def _label_values(gauge: Any) -> set[str]:
-    return {labels[0] for labels in getattr(gauge, "_metrics", {})}
