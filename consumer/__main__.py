@@ -37,11 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
-    import torch
-
     from consumer.service import ConsumerService  # after logging: building the reference logs
-
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
     try:
         service = ConsumerService(settings, stop)

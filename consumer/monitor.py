@@ -11,13 +11,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from consumer.clustering import Explanation, ReferenceClusters, ScoreResult
 from consumer.drift import DriftMonitor, WindowReport
-from edgeloop.model import OrientationModel
 from edgeloop.registry import TrainingAdditions
+from edgeloop.serving import ServingModel
+
+if TYPE_CHECKING:
+    from edgeloop.model import OrientationModel
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +68,7 @@ class Monitor:
     def __init__(
         self,
         reference: ReferenceClusters,
-        model: OrientationModel,
+        model: ServingModel | OrientationModel,
         model_version: int,
         drift: DriftMonitor,
         uncertainty_band: float = 0.0,
@@ -111,7 +115,9 @@ class Monitor:
             )
         return "; ".join(parts)
 
-    def swap_model(self, model: OrientationModel, version: int, additions: TrainingAdditions | None) -> None:
+    def swap_model(
+        self, model: ServingModel | OrientationModel, version: int, additions: TrainingAdditions | None
+    ) -> None:
         """Serve ``model`` from now on and absorb its added training data into the reference."""
         if additions is not None and len(additions):
             self.reference.learn(additions.kps, labels=additions.gt)

@@ -35,7 +35,6 @@ from edgeloop.datasets import read_labelled
 from edgeloop.errors import EdgeloopError
 from edgeloop.frames import FrameBatch, FrameError, FrameLimits, decode_batch
 from edgeloop.kafka import default_topics, ensure_topics, make_consumer, make_producer
-from edgeloop.model import TrainingConfig
 from edgeloop.registry import ModelRegistry, RegistryError, ensure_initial_version
 from edgeloop.runtime import tune_gc_for_streaming
 
@@ -88,9 +87,12 @@ def build_monitor(settings: ConsumerSettings, registry: ModelRegistry) -> Monito
             "the consumer needs the reference training data: set --training-data or EDGELOOP_TRAINING_DATA"
         )
     train_kps, train_gt, _ids = read_labelled(settings.training_data)
-    ensure_initial_version(
-        registry, train_kps, train_gt, TrainingConfig(seed=settings.seed, features=settings.model_features)
-    )
+    if registry.latest() is None:
+        from edgeloop.model import TrainingConfig  # torch, only to bootstrap version 0
+
+        ensure_initial_version(
+            registry, train_kps, train_gt, TrainingConfig(seed=settings.seed, features=settings.model_features)
+        )
     latest = registry.latest()
     assert latest is not None  # ensure_initial_version guarantees version 0
     reference = build_reference(settings, train_kps, train_gt)
@@ -99,7 +101,7 @@ def build_monitor(settings: ConsumerSettings, registry: ModelRegistry) -> Monito
             additions = registry.load_training_additions(version.version)
             if len(additions):
                 reference.learn(additions.kps, labels=additions.gt)
-    model = registry.load(latest.version)
+    model = registry.load_serving(latest.version)
     drift = DriftMonitor(reference, window_size=settings.window_size)
     log.info(
         "reference: %d training frames -> %d micro-clusters, threshold %.3f; serving model version %d",
@@ -557,7 +559,7 @@ class ConsumerService:
 
     def swap_to(self, version: int) -> bool:
         try:
-            model = self.registry.load(version)
+            model = self.registry.load_serving(version)
             additions = self.registry.load_training_additions(version)
         except (RegistryError, OSError) as exc:
             metrics.MODEL_REJECTED.inc()

@@ -50,8 +50,9 @@ import torch
 from torch import nn
 
 from edgeloop.errors import EdgeloopError
-from edgeloop.features import FeatureMode, normalise_pose
+from edgeloop.features import FeatureMode
 from edgeloop.frames import N_COORDS, N_KEYPOINTS
+from edgeloop.serving import ServingModel, network_input
 
 __all__ = [
     "ORIGINAL_CONFIG",
@@ -225,15 +226,12 @@ def model_features(kps: np.ndarray, mode: FeatureMode) -> np.ndarray:
 
     ``"raw"``: the pixels, NaN (missing) as 0 like the pose estimators' ``(0, 0)``. ``"pose"``:
     :func:`~edgeloop.features.normalise_pose` with missing keypoints at the origin (the mid-hip).
+    Computed by :func:`edgeloop.serving.network_input`, which the torch-free serving path shares.
     """
     arr = _as_kps(kps)
-    if mode == "raw":
-        out = np.nan_to_num(arr.astype(np.float32, copy=True), nan=0.0, posinf=0.0, neginf=0.0)
-    elif mode == "pose":
-        out = np.nan_to_num(normalise_pose(arr), nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
-    else:
+    if mode not in FEATURE_MODES:
         raise ModelError(f"unknown feature mode {mode!r}; use one of {FEATURE_MODES}")
-    return out
+    return network_input(arr, mode)
 
 
 def augment_keypoints(kps: np.ndarray, config: AugmentationConfig, rng: np.random.Generator) -> np.ndarray:
@@ -551,7 +549,7 @@ def train_model(
     return OrientationModel(network, config.features, config=config, trained_on=trained_on)
 
 
-def accuracy(model: OrientationModel, kps: np.ndarray, gt: np.ndarray) -> float:
+def accuracy(model: OrientationModel | ServingModel, kps: np.ndarray, gt: np.ndarray) -> float:
     """Share of frames whose predicted class equals ``gt``."""
     labels = np.asarray(gt).reshape(-1)
     predictions = model.predict(kps)

@@ -52,20 +52,17 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeloop.errors import EdgeloopError
 from edgeloop.features import FEATURE_MODES, FeatureMode
 from edgeloop.frames import N_COORDS
-from edgeloop.model import (
-    ModelError,
-    OrientationModel,
-    TrainingConfig,
-    accuracy,
-    train_model,
-)
+from edgeloop.serving import ServingError, ServingModel, weights_to_npz
+
+if TYPE_CHECKING:  # torch is imported only where a model is trained or loaded for training
+    from edgeloop.model import OrientationModel, TrainingConfig
 
 __all__ = [
     "MESSAGE_SCHEMA",
@@ -142,6 +139,8 @@ class ModelVersion:
     additions: str | None = None
     additions_sha256: str | None = None
     additions_count: int = 0
+    weights: str | None = None  # the same weights as numpy arrays, served without torch
+    weights_sha256: str | None = None
 
     def to_message(self) -> dict[str, Any]:
         """The value of the ``model-versions`` message (key: :attr:`model`), ``"schema": 1``.
@@ -273,6 +272,9 @@ class ModelRegistry:
     def additions_path(self, version: int) -> Path:
         return self.root / f"v{version:06d}.additions.npz"
 
+    def weights_path(self, version: int) -> Path:
+        return self.root / f"v{version:06d}.weights.npz"
+
     # -- locking and numbering ---------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -386,6 +388,8 @@ class ModelRegistry:
         artifact_bytes = model.to_bytes()
         sha = _sha256(artifact_bytes)
         self._write_atomic(self.artifact_path(version), artifact_bytes)
+        weights_bytes = weights_to_npz({k: v.numpy() for k, v in model.state_dict().items()})
+        self._write_atomic(self.weights_path(version), weights_bytes)
 
         additions_name: str | None = None
         additions_sha: str | None = None
@@ -415,6 +419,8 @@ class ModelRegistry:
             "additions": additions_name,
             "additions_sha256": additions_sha,
             "additions_count": count,
+            "weights": self.weights_path(version).name,
+            "weights_sha256": _sha256(weights_bytes),
         }
         # The commit point: the version exists from the moment this rename is durable.
         self._write_atomic(self.metadata_path(version), json.dumps(metadata, indent=1).encode())
@@ -450,6 +456,8 @@ class ModelRegistry:
             additions=None if additions is None else str(self.root.resolve() / str(additions)),
             additions_sha256=metadata.get("additions_sha256"),
             additions_count=int(metadata.get("additions_count", 0)),
+            weights=None if metadata.get("weights") is None else str(self.root.resolve() / str(metadata["weights"])),
+            weights_sha256=metadata.get("weights_sha256"),
         )
 
     def get(self, version: int) -> ModelVersion:
@@ -517,12 +525,30 @@ class ModelRegistry:
                 )
         else:
             meta = self.get(version)
+        from edgeloop.model import ModelError, OrientationModel, TrainingConfig
+
         data = self._verified_bytes(Path(meta.artifact), meta.sha256, "model artifact")
         try:
             config = TrainingConfig.from_dict(meta.config) if meta.config is not None else None
             return OrientationModel.from_bytes(data, meta.features, config=config, trained_on=meta.trained_on)
         except ModelError as exc:
             raise RegistryError(f"model artifact {meta.artifact} cannot be loaded: {exc}") from None
+
+    def load_serving(self, version: int | ModelVersion) -> ServingModel | OrientationModel:
+        """The model to predict with: the numpy weights when the version has them (no torch), else
+        the torch artifact. Both are sha256-verified before they are read."""
+        meta = self.get(version.version if isinstance(version, ModelVersion) else version)
+        if isinstance(version, ModelVersion) and version.sha256 != meta.sha256:
+            return self.load(version)  # raises: not the announced model
+        if meta.weights is None:
+            return self.load(meta)
+        # The version as a whole is verified: its torch artifact too, though only the weights are read.
+        self._verified_bytes(Path(meta.artifact), meta.sha256, "model artifact")
+        data = self._verified_bytes(Path(meta.weights), meta.weights_sha256, "model weights")
+        try:
+            return ServingModel.from_npz(data, meta.features)
+        except ServingError as exc:
+            raise RegistryError(f"model weights {meta.weights} cannot be served: {exc}") from None
 
     def load_training_additions(self, version: int) -> TrainingAdditions:
         """The labelled frames ``version`` added to training (empty when it added none)."""
@@ -557,6 +583,8 @@ def ensure_initial_version(
         latest = registry.latest()
         if latest is not None:
             return latest
+        from edgeloop.model import accuracy, train_model
+
         logger.info("model registry %s is empty: training the initial version on %d rows", registry.root, len(train_gt))
         model = train_model(train_kps, train_gt, config=config)
         golden_accuracy = accuracy(model, golden[0], golden[1]) if golden is not None else None
