@@ -53,7 +53,11 @@ __all__ = ["DriftError", "DriftMonitor", "WindowReport", "earth_movers_distance"
 
 logger = logging.getLogger(__name__)
 
-EmdMethod = Literal["greedy", "projected"]
+EmdMethod = Literal["greedy", "projected", "auto"]
+# "auto": the greedy plan sorts a (surplus x deficit) distance matrix per window, which at 4,500
+# micro-clusters cost ~45 µs per frame (measured here, 10x the scoring itself); above this many
+# micro-clusters the projected EMD (O(K log K)) is used instead.
+GREEDY_EMD_MAX_CLUSTERS = 1000
 
 
 class DriftError(EdgeloopError):
@@ -252,7 +256,8 @@ class DriftMonitor:
     psi_threshold, emd_threshold
         Window drift thresholds (``emd_threshold=None``: EMD is reported, never flagged).
     emd_method
-        ``"greedy"`` (upper bound) or ``"projected"`` (lower bound).
+        ``"greedy"`` (upper bound), ``"projected"`` (lower bound), or ``"auto"`` (default): greedy up to
+        ``GREEDY_EMD_MAX_CLUSTERS`` micro-clusters, projected above.
     adwin_delta
         ADWIN's confidence parameter (smaller = fewer false alarms, slower detection).
     adwin_chunk
@@ -269,7 +274,7 @@ class DriftMonitor:
         psi_epsilon: float = 1e-4,
         psi_threshold: float = 0.25,
         emd_threshold: float | None = None,
-        emd_method: EmdMethod = "greedy",
+        emd_method: EmdMethod = "auto",
         adwin_delta: float = 0.002,
         adwin_chunk: int = 50,
     ) -> None:
@@ -277,8 +282,8 @@ class DriftMonitor:
             raise DriftError(f"window_size must be at least 1 frame, got {window_size}")
         if window_seconds is not None and not window_seconds > 0:
             raise DriftError(f"window_seconds must be positive or None, got {window_seconds}")
-        if emd_method not in ("greedy", "projected"):
-            raise DriftError(f"unknown EMD method {emd_method!r}; use 'greedy' or 'projected'")
+        if emd_method not in ("greedy", "projected", "auto"):
+            raise DriftError(f"unknown EMD method {emd_method!r}; use 'greedy', 'projected' or 'auto'")
         if adwin_chunk < 1:
             raise DriftError(f"adwin_chunk must be at least 1 frame, got {adwin_chunk}")
         if not 0 < adwin_delta < 1:
@@ -327,6 +332,11 @@ class DriftMonitor:
     @property
     def frames_seen(self) -> int:
         return self._frames_seen
+
+    def _emd_method_now(self) -> Literal["greedy", "projected"]:
+        if self.emd_method != "auto":
+            return self.emd_method
+        return "greedy" if len(self._shares) <= GREEDY_EMD_MAX_CLUSTERS else "projected"
 
     def set_reference(self, reference_shares: np.ndarray, centres: np.ndarray) -> None:
         """Replace the reference (after the clustering absorbed new data).
@@ -483,7 +493,7 @@ class DriftMonitor:
         n = self._window_frames
         psi_value = psi(self._shares, self._counts, self.psi_epsilon) if self._counts.sum() else 0.0
         emd_value = (
-            earth_movers_distance(self._shares, self._counts, self._centres, self.emd_method)
+            earth_movers_distance(self._shares, self._counts, self._centres, self._emd_method_now())
             if self._counts.sum()
             else 0.0
         )
