@@ -57,7 +57,7 @@ EmdMethod = Literal["greedy", "projected", "auto"]
 # "auto": the greedy plan sorts a (surplus x deficit) distance matrix per window, which at 4,500
 # micro-clusters cost ~45 µs per frame (measured here, 10x the scoring itself); above this many
 # micro-clusters the projected EMD (O(K log K)) is used instead.
-GREEDY_EMD_MAX_CLUSTERS = 1000
+GREEDY_EMD_MAX_CLUSTERS = 500
 
 
 class DriftError(EdgeloopError):
