@@ -77,7 +77,6 @@ class LoopStats:
     dead_letters: int = 0
     batches: int = 0
     retried_batches: int = 0
-    ood_by_version: dict[int, list[int]] = field(default_factory=dict)  # version -> [scored, flagged]
 
 
 def build_monitor(settings: ConsumerSettings, registry: ModelRegistry) -> Monitor:
@@ -512,9 +511,6 @@ class ConsumerService:
         s.consumed += len(frames)
         s.scored += n
         s.flagged += flagged
-        per_version = s.ood_by_version.setdefault(d.model_version, [0, 0])
-        per_version[0] += n
-        per_version[1] += flagged
         metrics.FRAMES_CONSUMED.inc(len(frames))
         metrics.FRAMES_SCORED.inc(n)
         metrics.FRAMES_FLAGGED.inc(flagged)

@@ -91,14 +91,10 @@ def encode_frame(frame: dict[str, Any]) -> bytes:
     return orjson.dumps(frame, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def validate_frame(
-    obj: Any, limits: FrameLimits = FrameLimits(), *, check_finite: bool = True, check_types: bool = True
-) -> dict[str, Any]:
+def validate_frame(obj: Any, limits: FrameLimits = FrameLimits()) -> dict[str, Any]:
     """Check a decoded JSON value against the frame schema and return it.
 
-    Raises :class:`FrameError` naming the first problem found. ``check_finite=False`` leaves the
-    finiteness of ``kps`` to the caller, ``check_types=False`` the element types of ``kps`` and ``scores``
-    (:func:`decode_batch` checks both for a whole batch at once).
+    Raises :class:`FrameError` naming the first problem found.
     """
     if type(obj) is not dict:
         raise FrameError("not_object", f"a frame must be a JSON object, got {type(obj).__name__}")
@@ -114,13 +110,13 @@ def validate_frame(
         raise FrameError("bad_id", f"'id' must be in [0, 2**63-1], got {frame_id}")
     if "kps" not in obj:
         raise FrameError("missing_kps", "frame has no 'kps'")
-    _check_numbers(obj["kps"], N_COORDS, "kps", "bad_kps_length", check_finite, check_types)
+    _check_numbers(obj["kps"], N_COORDS, "kps", "bad_kps_length")
     if "ts" in obj:
         ts = obj["ts"]
         if type(ts) not in _NUMBER_TYPES or not math.isfinite(ts) or ts < 0:
             raise FrameError("bad_ts", f"'ts' must be a non-negative epoch in ms, got {ts!r}")
     if obj.get("scores") is not None:
-        _check_numbers(obj["scores"], N_KEYPOINTS, "scores", "bad_scores", check_finite, check_types)
+        _check_numbers(obj["scores"], N_KEYPOINTS, "scores", "bad_scores")
     if len(obj) > len(KNOWN_FIELDS):
         extra = len(obj.keys() - KNOWN_FIELDS)
         if extra > limits.max_extra_fields:
@@ -134,27 +130,22 @@ def validate_frame(
 _NUMBER_TYPES = frozenset({int, float})
 
 
-def _check_numbers(
-    values: Any, length: int, name: str, length_reason: str, check_finite: bool = True, check_types: bool = True
-) -> None:
+def _check_numbers(values: Any, length: int, name: str, length_reason: str) -> None:
     if type(values) is not list:
         raise FrameError(length_reason, f"'{name}' must be a list of {length} numbers, got {type(values).__name__}")
     if len(values) != length:
         raise FrameError(length_reason, f"'{name}' must have {length} numbers, got {len(values)}")
     # One C-level pass over the types; the slow loop below runs only to name the culprit.
-    if check_types and not set(map(type, values)) <= _NUMBER_TYPES:
+    if not set(map(type, values)) <= _NUMBER_TYPES:
         for i, v in enumerate(values):
             if type(v) not in _NUMBER_TYPES:
                 raise FrameError("non_numeric", f"'{name}'[{i}] is not a number: {v!r}")
-    if check_finite:
-        for i, v in enumerate(values):
-            if not math.isfinite(v):
-                raise FrameError("non_finite", f"'{name}'[{i}] is not finite: {v!r}")
+    for i, v in enumerate(values):
+        if not math.isfinite(v):
+            raise FrameError("non_finite", f"'{name}'[{i}] is not finite: {v!r}")
 
 
-def decode_frame(
-    raw: bytes | None, limits: FrameLimits = FrameLimits(), *, check_finite: bool = True, check_types: bool = True
-) -> dict[str, Any]:
+def decode_frame(raw: bytes | None, limits: FrameLimits = FrameLimits()) -> dict[str, Any]:
     """Decode and validate one frame message. Raises :class:`FrameError`."""
     if not raw:
         raise FrameError("empty", "empty message")
@@ -164,7 +155,7 @@ def decode_frame(
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise FrameError("not_json", f"not valid JSON: {exc}") from None
-    return validate_frame(obj, limits, check_finite=check_finite, check_types=check_types)
+    return validate_frame(obj, limits)
 
 
 class _FrameShape(msgspec.Struct):
