@@ -71,6 +71,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
+from consumer.score_index import ComponentIndex
 from edgeloop.errors import EdgeloopError
 from edgeloop.features import KEYPOINT_NAMES, featurise
 
@@ -101,6 +102,9 @@ AUTO_RADIUS_SAMPLE = 2000
 # The boundary score looks at most this many nearest micro-clusters to gather its neighbourhood.
 NEIGHBOURHOOD_CLUSTERS = 64
 TOP_KEYPOINTS = 3
+# From this many micro-clusters on, the density score searches a two-level index instead of scoring every
+# micro-cluster (consumer/score_index.py; the result is the same).
+INDEX_MIN_CLUSTERS = 2000
 
 
 class ClusteringError(EdgeloopError):
@@ -600,39 +604,62 @@ class ReferenceClusters:
         d = self._derive()
         n = F.shape[0]
         boundary = self.score_kind == "boundary"
+        need_d2 = boundary or loo_labels is not None
+        index = d.index if not need_d2 else None
         density = np.empty(n)
         nearest = np.empty(n, dtype=np.int64)
         minority = np.empty(n) if boundary else None
         flag = np.empty(n) if boundary else density
-        step = _block_rows(self.n_clusters)
+        step = _block_rows(self.n_clusters) if index is None else 4096
         for start in range(0, n, step):
             block = F[start : start + step]
             rows = np.arange(block.shape[0])
             present = ~np.isnan(block)
-            need_d2 = boundary or loo_labels is not None
-            if present.all() and d.complete:
-                # Common case: one float32 matmul of [x, |x|^2, 1] gives every component's score.
-                X = (block - d.offset).astype(np.float32)
-                A = np.hstack([X, (X * X).sum(axis=1, keepdims=True), np.ones((X.shape[0], 1), np.float32)])
-                S = A @ d.score_aug
-                d2 = np.maximum(A @ d.dist_aug, 0.0) if need_d2 else None
-            else:
-                d2 = self._masked_sq_distances32(block, present, d)
-                S = d2 * d.inv_2r2[None, :] + d.bias[None, :]
+            whole = present.all(axis=1)
+            sl = slice(start, start + block.shape[0])
+            if index is not None:
+                # Density score from INDEX_MIN_CLUSTERS on: complete frames through the index (the same
+                # minimum as brute force), frames with missing keypoints by brute force.
+                at = np.flatnonzero(whole) + start
+                density[at], nearest[at], _ = index.search(block[whole] - d.offset)
+                if not whole.all():
+                    at = np.flatnonzero(~whole) + start
+                    S = self._component_scores(block[~whole], present[~whole], d, need_d2=False)[0]
+                    nearest[at] = S.argmin(axis=1)
+                    density[at] = S[np.arange(at.size), nearest[at]]
+                continue
+            S, d2 = self._component_scores(block, present, d, need_d2)
             own = own_label = None
             if loo_labels is not None:
                 assert d2 is not None
                 own = d2.argmin(axis=1)
-                own_label = loo_labels[start : start + block.shape[0]]
+                own_label = loo_labels[sl]
                 S[rows, own] = self._loo_density(block, present, own)
             best = S.argmin(axis=1)
-            sl = slice(start, start + block.shape[0])
             nearest[sl] = best
             density[sl] = S[rows, best]
             if boundary:
                 assert minority is not None and d2 is not None
                 flag[sl], minority[sl] = self._boundary(d2, d, own, own_label)
         return flag, density, nearest, minority
+
+    def _component_scores(
+        self, block: np.ndarray, present: np.ndarray, d: _Derived, need_d2: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(rows, K)`` float32 density components (and squared distances when ``need_d2``) of a block.
+
+        Complete rows take one float32 matmul of ``[x, |x|^2, 1]`` (``[x, x*x, 1]`` when some centre
+        lacks coordinates); rows with missing keypoints take the masked distances.
+        """
+        whole = present.all(axis=1)
+        if whole.all():
+            A = d.augment(block)
+            return A @ d.score_aug, (np.maximum(A @ d.dist_aug, 0.0) if need_d2 else None)
+        d2 = self._masked_sq_distances32(block, present, d)
+        if whole.any():
+            A = d.augment(block[whole])
+            d2[whole] = np.maximum(A @ d.dist_aug, 0.0)
+        return d2 * d.inv_2r2[None, :] + d.bias[None, :], d2
 
     def _masked_sq_distances32(self, F: np.ndarray, present: np.ndarray, d: _Derived) -> np.ndarray:
         """``(rows, K)`` float32 squared distances over the coordinates present in both, rescaled to all."""
@@ -738,7 +765,7 @@ class ReferenceClusters:
         nearest = result.nearest[idx]
         valid = nearest >= 0
         dev = np.full(F.shape, np.nan)
-        dev[valid] = np.abs(F[valid] - self.centres[nearest[valid]])
+        dev[valid] = np.abs(F[valid] - self._derive().centres[nearest[valid]])
         names: Sequence[str]
         if self.mode != "none":
             with np.errstate(invalid="ignore"):
@@ -858,9 +885,10 @@ class _Derived:
     """Arrays derived from the CFs for scoring, rebuilt once per revision."""
 
     offset: np.ndarray  # (D,) subtracted before the float32 matmul, against cancellation
+    centres: np.ndarray  # (K, D) float64 centres, NaN where absent (ReferenceClusters.centres)
     centres_t: np.ndarray  # (D, K) float32 centres minus offset, 0 where absent
-    score_aug: np.ndarray  # (D + 2, K) float32: [x, |x|^2, 1] @ score_aug = component scores
-    dist_aug: np.ndarray  # (D + 2, K) float32: [x, |x|^2, 1] @ dist_aug = squared distances
+    score_aug: np.ndarray  # (D + 2 or 2D + 1, K) float32: augment(x) @ score_aug = component scores
+    dist_aug: np.ndarray  # (D + 2 or 2D + 1, K) float32: augment(x) @ dist_aug = squared distances
     centre_mask_t: np.ndarray  # (D, K) float32 presence
     centre_sq_t: np.ndarray  # (D, K) float32 per-coordinate squares
     radius2: np.ndarray  # (K,) float64
@@ -870,7 +898,16 @@ class _Derived:
     class_count: np.ndarray  # (K, C) float64
     label_mix: np.ndarray  # (K, C) share of each label among a micro-cluster's labelled members
     labelled: np.ndarray  # (K,) float64, 1 where a micro-cluster has labelled members
-    complete: bool
+    complete: bool  # every centre has every coordinate
+    index: ComponentIndex | None  # for the density score at INDEX_MIN_CLUSTERS micro-clusters and more
+
+    def augment(self, block: np.ndarray) -> np.ndarray:
+        """float32 ``[x, |x|^2, 1]`` (all centres complete) or ``[x, x*x, 1]`` of complete rows, shifted."""
+        X = (block - self.offset).astype(np.float32)
+        ones = np.ones((X.shape[0], 1), np.float32)
+        if self.complete:
+            return np.hstack([X, (X * X).sum(axis=1, keepdims=True), ones])
+        return np.hstack([X, X * X, ones])
 
     @classmethod
     def build(cls, rc: ReferenceClusters) -> _Derived:
@@ -885,11 +922,28 @@ class _Derived:
         centre_sq = (shifted * shifted).sum(axis=1)
         n_labelled = rc._class_count.sum(axis=1)
         inv_2r2 = 0.5 / radius2
-        # score_j = inv_j * (|x|^2 - 2 x.c_j + |c_j|^2) + bias_j, as one product with [x, |x|^2, 1].
-        score_aug = np.vstack([-2.0 * shifted.T * inv_2r2, inv_2r2, centre_sq * inv_2r2 + bias])
-        dist_aug = np.vstack([-2.0 * shifted.T, np.ones_like(centre_sq), centre_sq])
+        complete = bool(present.all())
+        # A complete frame's distance to a centre over the centre's coordinates, rescaled to all of them:
+        # u_j * (x*x . m_j - 2 x . c_j + |c_j|^2) with u_j = D / |m_j|; one product with [x, x*x, 1], or with
+        # [x, |x|^2, 1] when every centre is complete (u = 1, m = 1).
+        rescale = rc._dim / np.maximum(present.sum(axis=1), 1)
+        squares_row = inv_2r2[None, :] if complete else present.T * (inv_2r2 * rescale)
+        score_aug = np.vstack(
+            [-2.0 * shifted.T * (inv_2r2 * rescale), squares_row, centre_sq * inv_2r2 * rescale + bias]
+        )
+        dist_aug = np.vstack(
+            [
+                -2.0 * shifted.T * rescale,
+                np.ones((1, len(rescale))) if complete else present.T * rescale,
+                centre_sq * rescale,
+            ]
+        )
+        index = None
+        if rc.n_clusters >= INDEX_MIN_CLUSTERS and rc.score_kind == "density":
+            index = ComponentIndex.build(shifted, present, inv_2r2 * rescale, bias, seed=rc.seed)
         return cls(
             offset=offset,
+            centres=np.where(present, centres, np.nan),
             centres_t=np.ascontiguousarray(shifted.T, dtype=np.float32),
             score_aug=np.ascontiguousarray(score_aug, dtype=np.float32),
             dist_aug=np.ascontiguousarray(dist_aug, dtype=np.float32),
@@ -902,7 +956,8 @@ class _Derived:
             class_count=rc._class_count.copy(),
             label_mix=rc._class_count / np.maximum(n_labelled, 1e-12)[:, None],
             labelled=(n_labelled > 0).astype(np.float64),
-            complete=bool(present.all()),
+            complete=complete,
+            index=index,
         )
 
 

@@ -133,13 +133,23 @@ def _fill_missing_coordinates(C: np.ndarray) -> np.ndarray:
 
 
 def _projected_emd(p: np.ndarray, q: np.ndarray, C: np.ndarray) -> float:
+    order, gaps = _projection(p, C)
+    return _projected_emd_on(p, q, order, gaps)
+
+
+def _projection(p: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The centres' order along the first principal axis of the ``p``-weighted centres, and the gaps
+    between consecutive ones: all the projected EMD needs besides the two distributions."""
     centred = C - (p[:, None] * C).sum(axis=0)
-    # First principal axis of the reference-weighted centres.
     cov = (centred * p[:, None]).T @ centred
     _, vecs = np.linalg.eigh(cov)
     x = centred @ vecs[:, -1]
     order = np.argsort(x, kind="stable")
-    gaps = np.diff(x[order])
+    return order, np.diff(x[order])
+
+
+def _projected_emd_on(p: np.ndarray, q: np.ndarray, order: np.ndarray, gaps: np.ndarray) -> float:
+    """1-D EMD along the projection: the integral of the difference of the two CDFs."""
     cdf_diff = np.cumsum(p[order] - q[order])[:-1]
     return float(np.sum(np.abs(cdf_diff) * gaps))
 
@@ -354,6 +364,8 @@ class DriftMonitor:
             raise DriftError("reference shares must be non-negative with a positive sum")
         self._shares = shares / shares.sum()
         self._centres = C
+        # The projected EMD's axis depends on the reference only: computed once per reference.
+        self._projection: tuple[np.ndarray, np.ndarray] | None = None
         self._reset_window()
 
     def _reset_window(self) -> None:
@@ -492,11 +504,7 @@ class DriftMonitor:
     def _close_window(self) -> WindowReport:
         n = self._window_frames
         psi_value = psi(self._shares, self._counts, self.psi_epsilon) if self._counts.sum() else 0.0
-        emd_value = (
-            earth_movers_distance(self._shares, self._counts, self._centres, self._emd_method_now())
-            if self._counts.sum()
-            else 0.0
-        )
+        emd_value = self._emd() if self._counts.sum() else 0.0
         report = WindowReport(
             index=self._windows,
             first_frame=self._window_first,
@@ -520,6 +528,14 @@ class DriftMonitor:
             )
         self._reset_window()
         return report
+
+    def _emd(self) -> float:
+        method = self._emd_method_now()
+        if method != "projected":
+            return earth_movers_distance(self._shares, self._counts, self._centres, method)
+        if self._projection is None:
+            self._projection = _projection(self._shares, _fill_missing_coordinates(self._centres))
+        return _projected_emd_on(self._shares, self._counts / self._counts.sum(), *self._projection)
 
     def flush(self) -> WindowReport | None:
         """Close the open window early (at shutdown); None when it holds no frame."""
