@@ -12,8 +12,8 @@ but at 10,000 the product and the arg-min over it cost about 15 µs per frame on
 them, by branch and bound on lower bounds:
 
 Lifted space
-    Pose features are nearly low-dimensional (on the orientation pack the first 8 principal axes of
-    the centres hold 97% of their variance). With an orthonormal basis ``V`` of those axes, write
+    Pose features are nearly low-dimensional (on the orientation pack the first 7 principal axes of
+    the centres hold about 96% of their variance). With an orthonormal basis ``V`` of those axes, write
     ``x = Vp + q`` (``q`` orthogonal to them); by the triangle inequality in the orthogonal complement,
     ``|x - c|^2 >= |p_x - p_c|^2 + (|q_x| - |q_c|)^2``. Each vector is *lifted* to ``(p, |q|)`` in
     ``k + 1`` dimensions, and the lift never lengthens a distance.
@@ -29,9 +29,10 @@ Groups
     ``s_j * max(0, t - rho_j)^2 + b_j``. The minimum over members, ``f_g(t)``, grows with ``t``; it is
     tabulated at build time, and ``s_min * max(0, t - max rho)^2 + b_min`` covers ``t`` beyond the table.
 
-Per frame, the compiled kernel (numba) starts from the brute-force minimum over the incomplete
-components, scores every member of the group with the lowest bound, then visits only the groups whose
-bound is below the best score so far, and inside them only the members whose own lifted bound is. A
+Per frame, the compiled kernel (:mod:`consumer._index_kernel`, numba) starts from the brute-force
+minimum over the incomplete components, scores every member of the group with the lowest bound, then
+visits only the groups whose bound is below the best score so far, and inside them only the members
+whose own lifted bound is. A
 component is skipped only when a bound proves it cannot win, so the result is the brute-force minimum
 (up to float rounding). ``edgeloop bench`` reports the throughput at 100, 1,000 and 10,000
 micro-clusters.
@@ -39,23 +40,18 @@ micro-clusters.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 __all__ = ["ComponentIndex"]
 
 # Principal axes kept in the lifted space.
-LIFT_COMPONENTS = 8
+LIFT_COMPONENTS = 7  # + 1 for the rest: consumer._index_kernel.LIFTED_DIM
 KMEANS_ITERATIONS = 10
 # Groups per sqrt(components), and the grid size of each group's tabulated bound.
 GROUP_FACTOR = 4.0
 TABLE_POINTS = 64
-# A component is skipped only when its lower bound exceeds the best score found by more than this
-# (relative to 1 + |score|): float64 rounding of the bounds, with a wide margin.
-TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -68,7 +64,7 @@ class ComponentIndex:
     """
 
     basis: np.ndarray  # (D, k) orthonormal principal axes of the complete centres
-    group_centre_t: np.ndarray  # (k + 1, G) lifted, transposed
+    group_centre: np.ndarray  # (G, k + 1) lifted
     group_reach: np.ndarray  # (G,) largest lifted distance of a member from the group centre
     group_scale: np.ndarray  # (G,) smallest member s
     group_bias: np.ndarray  # (G,) smallest member b
@@ -76,7 +72,7 @@ class ComponentIndex:
     group_inv_step: np.ndarray  # (G,) 1 / grid step of the table
     group_start: np.ndarray  # (G + 1,) members of group g are rows group_start[g]:group_start[g + 1]
     member: np.ndarray  # (Kc,) component index of each member row
-    member_lifted_t: np.ndarray  # (k + 1, Kc) lifted centres, transposed
+    member_lifted: np.ndarray  # (Kc, k + 1) lifted centres
     member_centre: np.ndarray  # (Kc, D)
     member_scale: np.ndarray  # (Kc,)
     member_bias: np.ndarray  # (Kc,)
@@ -89,7 +85,7 @@ class ComponentIndex:
 
     @property
     def n_groups(self) -> int:
-        return int(self.group_centre_t.shape[1])
+        return int(self.group_centre.shape[0])
 
     @classmethod
     def build(
@@ -99,7 +95,6 @@ class ComponentIndex:
         scale: np.ndarray,
         bias: np.ndarray,
         seed: int = 0,
-        components: int = LIFT_COMPONENTS,
     ) -> ComponentIndex:
         """Index components: ``centres`` (K, D) with 0 where ``present`` is False, ``scale``/``bias`` (K,)."""
         C = np.array(centres, dtype=np.float64)
@@ -113,7 +108,9 @@ class ComponentIndex:
         C[~M] = 0.0
         Cc = C[indexed]
         _, _, vt = np.linalg.svd(Cc - Cc.mean(axis=0), full_matrices=False)
-        basis = np.ascontiguousarray(vt[: min(components, vt.shape[0])].T)
+        basis = np.zeros((C.shape[1], LIFT_COMPONENTS))  # fewer axes than that: zero columns lift to 0
+        axes = min(LIFT_COMPONENTS, vt.shape[0])
+        basis[:, :axes] = vt[:axes].T
         lifted = _lift(Cc, basis)
         groups = _kmeans_groups(lifted, np.random.default_rng(seed))  # rows of Cc
         order = np.concatenate(groups)
@@ -135,7 +132,7 @@ class ComponentIndex:
         wide = np.hstack([-2.0 * C * s[:, None], M * s[:, None], ((C * C).sum(axis=1) * s + b)[:, None]])
         index = cls(
             basis=basis,
-            group_centre_t=np.ascontiguousarray(centre_g.T),
+            group_centre=np.ascontiguousarray(centre_g),
             group_reach=reach,
             group_scale=np.array([sc[g].min() for g in groups]),
             group_bias=np.array([bc[g].min() for g in groups]),
@@ -143,7 +140,7 @@ class ComponentIndex:
             group_inv_step=1.0 / step,
             group_start=group_start,
             member=indexed[order],
-            member_lifted_t=np.ascontiguousarray(lifted[order].T),
+            member_lifted=np.ascontiguousarray(lifted[order]),
             member_centre=np.ascontiguousarray(Cc[order]),
             member_scale=sc[order].copy(),
             member_bias=bc[order].copy(),
@@ -172,10 +169,12 @@ class ComponentIndex:
             best[:] = self.rest_scale[j] * (diff * diff * self.rest_mask[j]).sum(axis=1) + self.rest_bias[j]
             arg[:] = self.rest[j]
             scored += S.size
-        scored += _search(
+        from consumer._index_kernel import search  # numba: imported only once an index is used
+
+        scored += search(
             X,
             _lift(X, self.basis),
-            self.group_centre_t,
+            self.group_centre,
             self.group_reach,
             self.group_scale,
             self.group_bias,
@@ -183,7 +182,7 @@ class ComponentIndex:
             self.group_inv_step,
             self.group_start,
             self.member,
-            self.member_lifted_t,
+            self.member_lifted,
             self.member_centre,
             self.member_scale,
             self.member_bias,
@@ -191,70 +190,6 @@ class ComponentIndex:
             arg,
         )
         return best, arg, int(scored)
-
-
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "arcp"}, error_model="numpy")
-def _search(
-    X, Y, group_centre_t, group_reach, group_scale, group_bias, table, inv_step, group_start,
-    member, member_lifted_t, member_centre, member_scale, member_bias, best, arg,
-):  # fmt: skip
-    """Branch and bound per frame (module docstring) over the lifted frames ``Y``; improves
-    ``best``/``arg`` in place and returns the number of components scored exactly.
-
-    Centres are stored transposed (lifted coordinate first) so that the distance loops run over
-    consecutive groups or members, which the compiler turns into vector instructions.
-    """
-    n, dim = X.shape
-    lifted_dim, n_groups = group_centre_t.shape
-    points = table.shape[1]
-    bound = np.empty(n_groups)
-    member_d2 = np.empty(member_lifted_t.shape[1])
-    scored = 0
-    for i in range(n):
-        bound[:] = 0.0
-        for c in range(lifted_dim):
-            yc = Y[i, c]
-            for g in range(n_groups):
-                diff = yc - group_centre_t[c, g]
-                bound[g] += diff * diff
-        first = 0
-        for g in range(n_groups):
-            t = math.sqrt(bound[g])
-            gap = max(t - group_reach[g], 0.0)
-            cell = min(int(t * inv_step[g]), points - 1)
-            bound[g] = max(group_scale[g] * gap * gap + group_bias[g], table[g, cell])
-            if bound[g] < bound[first]:
-                first = g
-        low = best[i]
-        low_arg = arg[i]
-        for step in range(n_groups + 1):
-            g = first if step == 0 else step - 1
-            if step > 0 and g == first:
-                continue
-            if bound[g] > low + TOLERANCE * (1.0 + abs(low)):
-                continue
-            m0, m1 = group_start[g], group_start[g + 1]
-            member_d2[m0:m1] = 0.0
-            for c in range(lifted_dim):
-                yc = Y[i, c]
-                for p in range(m0, m1):
-                    diff = yc - member_lifted_t[c, p]
-                    member_d2[p] += diff * diff
-            for p in range(m0, m1):
-                if member_scale[p] * member_d2[p] + member_bias[p] > low + TOLERANCE * (1.0 + abs(low)):
-                    continue
-                scored += 1
-                e = 0.0
-                for a in range(dim):
-                    diff = X[i, a] - member_centre[p, a]
-                    e += diff * diff
-                value = member_scale[p] * e + member_bias[p]
-                if value < low:
-                    low = value
-                    low_arg = member[p]
-        best[i] = low
-        arg[i] = low_arg
-    return scored
 
 
 def _lift(X: np.ndarray, basis: np.ndarray) -> np.ndarray:
