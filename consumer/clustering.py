@@ -64,6 +64,7 @@ True
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -152,7 +153,7 @@ class ScoreResult:
         return np.flatnonzero(self.is_ood)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Explanation:
     """Why one frame was flagged: its nearest micro-cluster and the keypoints that deviate most."""
 
@@ -567,14 +568,16 @@ class ReferenceClusters:
         self._calibrated_threshold = typical + margin * (high - typical)
 
     # ------------------------------------------------------------------ scoring
-    def score(self, X: np.ndarray) -> ScoreResult:
+    def score(self, X: np.ndarray, *, features: np.ndarray | None = None) -> ScoreResult:
         """Score a batch of frames (``(n, 34)`` keypoints, or features for mode ``"none"``).
 
-        Vectorised: one float32 matrix product per block of rows against all centres.
+        Vectorised: one float32 matrix product per block of rows against all centres (or the index, see
+        :data:`INDEX_MIN_CLUSTERS`). ``features``: :meth:`features` of ``X`` when the caller has them
+        already (the monitor computes pose features once for the clustering and the model).
         """
         if self.n_clusters == 0:
             raise ClusteringError("the reference clustering is empty: call learn() with reference data first")
-        F = self.features(X)
+        F = self.features(X) if features is None else features
         if F.shape[1] != self._dim:
             raise ClusteringError(f"expected {self._dim} feature columns, got {F.shape[1]}")
         score, density, nearest, minority = self._scores(F)
@@ -741,7 +744,14 @@ class ReferenceClusters:
         return self._derived
 
     # ------------------------------------------------------------------ explanations
-    def explain(self, X: np.ndarray, result: ScoreResult, rows: Sequence[int] | None = None) -> list[Explanation]:
+    def explain(
+        self,
+        X: np.ndarray,
+        result: ScoreResult,
+        rows: Sequence[int] | None = None,
+        *,
+        features: np.ndarray | None = None,
+    ) -> list[Explanation]:
         """Why frames were flagged: nearest micro-cluster, score, top-3 deviating keypoints.
 
         Parameters
@@ -752,6 +762,8 @@ class ReferenceClusters:
             What :meth:`score` returned for ``X``.
         rows
             Rows to explain; default the flagged ones. Work is done for these rows only.
+        features
+            :meth:`features` of the whole of ``X``, when the caller has them.
         """
         if result.revision != self.revision:
             raise ClusteringError(
@@ -761,7 +773,7 @@ class ReferenceClusters:
         idx = result.flagged if rows is None else np.asarray(rows, dtype=np.int64)
         if idx.size == 0:
             return []
-        F = self.features(np.asarray(X)[idx])
+        F = self.features(np.asarray(X)[idx]) if features is None else features[idx]
         nearest = result.nearest[idx]
         valid = nearest >= 0
         dev = np.full(F.shape, np.nan)
@@ -775,22 +787,35 @@ class ReferenceClusters:
             unit = dev
             names = [f"feature_{i}" for i in range(self._dim)]
         ranked = np.argsort(-np.nan_to_num(unit, nan=-1.0), axis=1, kind="stable")[:, :TOP_KEYPOINTS]
+        top_values = np.take_along_axis(unit, ranked, axis=1)
+        # Python lists from here on: one conversion per array, not per element.
+        kind, threshold = self.score_kind, float(result.threshold)
+        weights = np.where(valid, self._count[np.maximum(nearest, 0)], 0.0).tolist()
+        minority = [None] * idx.size if result.minority is None else result.minority[idx].tolist()
         out: list[Explanation] = []
-        for i, row in enumerate(idx):
-            top = [int(k) for k in ranked[i] if np.isfinite(unit[i, k])]
-            c = int(nearest[i])
+        for row, score, c, weight, mix, keys, values in zip(
+            idx.tolist(),
+            result.score[idx].tolist(),
+            nearest.tolist(),
+            weights,
+            minority,
+            ranked.tolist(),
+            top_values.tolist(),
+            strict=True,
+        ):
+            top = [(k, v) for k, v in zip(keys, values, strict=True) if math.isfinite(v)]
             out.append(
                 Explanation(
-                    row=int(row),
-                    kind=self.score_kind,
-                    score=float(result.score[row]),
-                    threshold=float(result.threshold),
+                    row=row,
+                    kind=kind,
+                    score=score,
+                    threshold=threshold,
                     nearest_cluster=c,
-                    cluster_weight=float(self._count[c]) if c >= 0 else 0.0,
-                    keypoints=tuple(top),
-                    keypoint_names=tuple(names[k] for k in top),
-                    deviations=tuple(float(unit[i, k]) for k in top),
-                    minority=None if result.minority is None else float(result.minority[row]),
+                    cluster_weight=weight,
+                    keypoints=tuple(k for k, _ in top),
+                    keypoint_names=tuple(names[k] for k, _ in top),
+                    deviations=tuple(v for _, v in top),
+                    minority=mix,
                 )
             )
         return out

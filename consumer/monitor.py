@@ -38,6 +38,7 @@ class BatchDecisions:
     model_version: int
     windows: list[WindowReport]
     scoring_s: float
+    features: np.ndarray | None = None  # the reference clustering's features of the batch
 
     @property
     def score(self) -> np.ndarray:
@@ -81,9 +82,16 @@ class Monitor:
 
     def decide(self, kps: np.ndarray) -> BatchDecisions:
         started = time.perf_counter()
-        result = self.reference.score(kps)
+        features = self.reference.features(kps)
+        result = self.reference.score(kps, features=features)
         scoring_s = time.perf_counter() - started
-        probability = self.model.predict_proba(kps) if len(kps) else np.empty(0, dtype=np.float64)
+        if not len(kps):
+            probability = np.empty(0, dtype=np.float64)
+        elif isinstance(self.model, ServingModel) and self.model.features == "pose" == self.reference.mode:
+            # The same pose features feed the model: computed once.
+            probability = self.model.predict_proba(kps, pose=features)
+        else:
+            probability = self.model.predict_proba(kps)
         prediction = (probability > 0.5).astype(np.int64)
         uncertain = np.abs(probability - 0.5) < self.uncertainty_band
         windows = self.drift.update(result.nearest, result.is_ood)
@@ -96,11 +104,13 @@ class Monitor:
             model_version=self.model_version,
             windows=windows,
             scoring_s=scoring_s,
+            features=features,
         )
 
     def explain(self, kps: np.ndarray, decisions: BatchDecisions) -> list[Explanation]:
         """Nearest micro-cluster and most deviating keypoints of each flagged frame of the batch."""
-        return self.reference.explain(kps, decisions.result, rows=np.flatnonzero(decisions.flagged).tolist())
+        rows = np.flatnonzero(decisions.flagged).tolist()
+        return self.reference.explain(kps, decisions.result, rows=rows, features=decisions.features)
 
     def reason(self, why: Explanation, decisions: BatchDecisions) -> str:
         """One line saying why a frame was flagged."""

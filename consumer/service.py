@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import groupby
 from pathlib import Path
 from typing import IO, Any
 
@@ -273,12 +274,12 @@ class ConsumerService:
     def process(self, msgs: Sequence[Message]) -> None:
         """Decide a batch, publish its outputs, and commit it once they are acknowledged."""
         started = time.perf_counter()
-        frames: list[Message] = []
-        for m in msgs:
+        frames = [m for m in msgs if m.error() is None]
+        for m in msgs if len(frames) < len(msgs) else ():
             err = m.error()
             if err is None:
-                frames.append(m)
-            elif err.code() == KafkaError._MAX_POLL_EXCEEDED:
+                continue
+            if err.code() == KafkaError._MAX_POLL_EXCEEDED:
                 metrics.POLL_INTERVAL_EXCEEDED.inc()
                 log.error("processing outlasted max.poll.interval.ms: this member left the group and rejoins")
             elif err.code() != KafkaError._PARTITION_EOF:
@@ -304,7 +305,7 @@ class ConsumerService:
         except DeliveryFailed as exc:
             self._retry_from(exc)
             return
-        self._account(frames, batch, errors, decisions, started)
+        self._account(frames, [p for _, p in first], batch, errors, decisions, started)
 
     def _dead_letter(self, msg: Message, error: FrameError) -> None:
         headers = [
@@ -360,15 +361,21 @@ class ConsumerService:
 
     @staticmethod
     def _batch_offsets(msgs: Sequence[Message]) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
-        """First offset and next offset per partition of a batch (a partition's messages come in order)."""
+        """First offset and next offset per partition of a batch (a partition's messages come in order).
+
+        A batch holds runs of messages of one partition; only the two ends of each run are asked for
+        their offsets (this is per frame, so the per-message work is kept to ``partition()``).
+        """
         first: dict[tuple[str, int], int] = {}
         following: dict[tuple[str, int], int] = {}
-        for m in msgs:
-            key = (m.topic() or "", m.partition() or 0)
-            offset = m.offset() or 0
-            if key not in first:
-                first[key] = offset
-            following[key] = offset + 1
+        at = 0
+        for partition, run in groupby([m.partition() for m in msgs]):
+            size = len(list(run))
+            head, tail = msgs[at], msgs[at + size - 1]
+            at += size
+            key = (head.topic() or "", partition or 0)
+            first.setdefault(key, head.offset() or 0)
+            following[key] = (tail.offset() or 0) + 1
         return first, following
 
     def _settle(self, offsets: dict[tuple[str, int], int], before_commit: Callable[[], None]) -> None:
@@ -504,7 +511,9 @@ class ConsumerService:
         self._decision_log.write(b"\n".join(lines) + b"\n")
         self._decision_log.flush()
 
-    def _account(self, frames: Sequence[Message], batch: Any, errors: list[Any], d: Any, started: float) -> None:
+    def _account(
+        self, frames: Sequence[Message], partitions: list[int], batch: Any, errors: list[Any], d: Any, started: float
+    ) -> None:
         n, flagged = len(batch), int(d.flagged.sum())
         s = self.stats
         s.batches += 1
@@ -524,7 +533,7 @@ class ConsumerService:
         metrics.SCORING_SECONDS.observe(d.scoring_s)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         now = time.time()
-        for partition in {m.partition() for m in frames}:
+        for partition in partitions:
             metrics.LAST_PROGRESS.labels(partition=str(partition)).set(now)
         for w in d.windows:
             metrics.OOD_RATE.set(w.ood_rate)

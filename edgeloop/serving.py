@@ -26,16 +26,18 @@ class ServingError(EdgeloopError):
     """Weights that cannot be served (missing arrays, wrong shapes, unknown feature mode)."""
 
 
-def network_input(kps: np.ndarray, mode: FeatureMode) -> np.ndarray:
+def network_input(kps: np.ndarray, mode: FeatureMode, pose: np.ndarray | None = None) -> np.ndarray:
     """The network's input for ``(n, 34)`` keypoints: float32 ``(n, 34)`` without NaN.
 
     ``"raw"``: the pixels, NaN (missing) as 0 like the pose estimators' ``(0, 0)``. ``"pose"``:
-    :func:`~edgeloop.features.normalise_pose` with missing keypoints at the origin (the mid-hip).
+    :func:`~edgeloop.features.normalise_pose` with missing keypoints at the origin (the mid-hip);
+    ``pose`` is that array when the caller has it already.
     """
     if mode == "raw":
         out = np.nan_to_num(np.asarray(kps, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     elif mode == "pose":
-        out = np.nan_to_num(normalise_pose(kps), nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+        features = normalise_pose(kps) if pose is None else pose
+        out = np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
     else:
         raise ServingError(f"unknown feature mode {mode!r}; use one of {FEATURE_MODES}")
     return out
@@ -77,15 +79,18 @@ class ServingModel:
         except (ValueError, OSError, KeyError) as exc:
             raise ServingError(f"the weights file cannot be read: {exc}") from None
 
-    def logits(self, kps: np.ndarray) -> np.ndarray:
-        hidden = network_input(kps, self.features) @ self._w1t
+    def logits(self, kps: np.ndarray, *, pose: np.ndarray | None = None) -> np.ndarray:
+        hidden = network_input(kps, self.features, pose) @ self._w1t
         hidden += self._b1
         np.maximum(hidden, 0.0, out=hidden)
         return (hidden @ self._w2 + self._b2).astype(np.float64)
 
-    def predict_proba(self, kps: np.ndarray) -> np.ndarray:
-        """Probability of "horizontal body" (gt 1) per frame, float64 ``(n,)``."""
-        return 1.0 / (1.0 + np.exp(-self.logits(kps)))
+    def predict_proba(self, kps: np.ndarray, *, pose: np.ndarray | None = None) -> np.ndarray:
+        """Probability of "horizontal body" (gt 1) per frame, float64 ``(n,)``.
+
+        ``pose``: :func:`~edgeloop.features.normalise_pose` of ``kps``, when the caller has it.
+        """
+        return 1.0 / (1.0 + np.exp(-self.logits(kps, pose=pose)))
 
     def predict(self, kps: np.ndarray) -> np.ndarray:
         return (self.predict_proba(kps) > 0.5).astype(np.int64)
