@@ -22,17 +22,18 @@ Missing coordinates
     members; 17% of the benchmark's 10,000, mostly singletons from frames with missing keypoints) are
     scored by brute force, one float32 matrix product, and the index covers the complete ones: a
     frame's deviation on the missing coordinates would loosen the group bounds too much to pay.
-Groups
-    Complete components are grouped by k-means in the lifted space (``GROUP_FACTOR * sqrt(K)``
-    groups). With ``t = |lift(x) - centre_g|`` and ``rho_j`` a member's lifted distance from the
-    centre, each member's score is at least
-    ``s_j * max(0, t - rho_j)^2 + b_j``. The minimum over members, ``f_g(t)``, grows with ``t``; it is
-    tabulated at build time, and ``s_min * max(0, t - max rho)^2 + b_min`` covers ``t`` beyond the table.
+Groups and cells
+    Complete components are grouped by k-means in the lifted space (about ``GROUP_SIZE`` per group),
+    and each group again into cells of about ``CELL_SIZE``. For a ball (group or cell) with
+    ``t = |lift(x) - centre|`` and ``rho_j`` a member's lifted distance from the centre, each member's
+    score is at least ``s_j * max(0, t - rho_j)^2 + b_j``. The minimum over the members, ``f(t)``,
+    grows with ``t``; it is tabulated at build time, and ``s_min * max(0, t - max rho)^2 + b_min``
+    covers ``t`` beyond the table.
 
 Per frame, the compiled kernel (:mod:`consumer._index_kernel`, numba) starts from the brute-force
-minimum over the incomplete components, scores every member of the group with the lowest bound, then
-visits only the groups whose bound is below the best score so far, and inside them only the members
-whose own lifted bound is. A
+minimum over the incomplete components, visits the group with the lowest bound (its best cell first),
+then every other group whose bound is below the best score so far, inside it the cells whose bound is,
+and inside those the members whose own lifted bound is. A
 component is skipped only when a bound proves it cannot win, so the result is the brute-force minimum
 (up to float rounding). ``edgeloop bench`` reports the throughput at 100, 1,000 and 10,000
 micro-clusters.
@@ -46,31 +47,70 @@ import numpy as np
 
 __all__ = ["ComponentIndex"]
 
-# Principal axes kept in the lifted space.
-LIFT_COMPONENTS = 7  # + 1 for the rest: consumer._index_kernel.LIFTED_DIM
+LIFT_COMPONENTS = 7  # principal axes; + 1 for the rest: consumer._index_kernel.LIFTED_DIM
 KMEANS_ITERATIONS = 10
-# Groups per sqrt(components), and the grid size of each group's tabulated bound.
-GROUP_FACTOR = 4.0
+# Components per group and per cell (k-means targets), and the grid size of each ball's tabulated bound.
+GROUP_SIZE = 96
+CELL_SIZE = 8
 TABLE_POINTS = 64
 
 
 @dataclass(frozen=True)
+class Balls:
+    """Lifted balls (groups or cells) and what their lower bounds need; see the module docstring."""
+
+    centre: np.ndarray  # (B, k + 1)
+    reach: np.ndarray  # (B,) largest lifted distance of a member from the centre
+    scale: np.ndarray  # (B,) smallest member s
+    bias: np.ndarray  # (B,) smallest member b
+    table: np.ndarray  # (B, TABLE_POINTS) f(t) on a grid of t
+    inv_step: np.ndarray  # (B,) 1 / grid step
+    start: np.ndarray  # (B + 1,) the ball's children (cells, or member rows) are start[i]:start[i + 1]
+
+    @classmethod
+    def build(
+        cls, lifted: np.ndarray, s: np.ndarray, b: np.ndarray, parts: list[np.ndarray], children: np.ndarray
+    ) -> Balls:
+        """Balls around ``parts`` (row indices into ``lifted``/``s``/``b``); ``children`` delimits each one's."""
+        centre = np.array([lifted[g].mean(axis=0) for g in parts])
+        rho = [np.sqrt(((lifted[g] - centre[i]) ** 2).sum(axis=1)) for i, g in enumerate(parts)]
+        reach = np.array([r.max() for r in rho])
+        step = np.maximum(2.0 * reach, 1e-12) / (TABLE_POINTS - 1)
+        grid = np.arange(TABLE_POINTS, dtype=np.float64)
+        table = np.array(
+            [
+                (s[g][None, :] * np.maximum(grid[:, None] * step[i] - rho[i][None, :], 0.0) ** 2 + b[g][None, :]).min(
+                    axis=1
+                )
+                for i, g in enumerate(parts)
+            ]
+        )
+        return cls(
+            centre=np.ascontiguousarray(centre),
+            reach=reach,
+            scale=np.array([s[g].min() for g in parts]),
+            bias=np.array([b[g].min() for g in parts]),
+            table=table,
+            inv_step=1.0 / step,
+            start=children,
+        )
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return self.centre, self.reach, self.scale, self.bias, self.table, self.inv_step, self.start
+
+
+@dataclass(frozen=True)
 class ComponentIndex:
-    """Two-level index over components ``(centre, presence mask, scale s, bias b)``; see the module doc.
+    """Three-level index over components ``(centre, presence mask, scale s, bias b)``; see the module doc.
 
     Build it with :meth:`build`; :meth:`search` takes *complete* frames (no missing coordinate) in the
-    same shifted coordinates as the centres. Members are stored group after group (``group_start``
-    delimits them) so that the compiled search walks contiguous memory.
+    same shifted coordinates as the centres. Members are stored cell after cell and cells group after
+    group, so that the compiled search walks contiguous memory.
     """
 
     basis: np.ndarray  # (D, k) orthonormal principal axes of the complete centres
-    group_centre: np.ndarray  # (G, k + 1) lifted
-    group_reach: np.ndarray  # (G,) largest lifted distance of a member from the group centre
-    group_scale: np.ndarray  # (G,) smallest member s
-    group_bias: np.ndarray  # (G,) smallest member b
-    group_table: np.ndarray  # (G, TABLE_POINTS) the bound f_g(t) on a grid of t
-    group_inv_step: np.ndarray  # (G,) 1 / grid step of the table
-    group_start: np.ndarray  # (G + 1,) members of group g are rows group_start[g]:group_start[g + 1]
+    groups: Balls  # children: cells
+    cells: Balls  # children: member rows
     member: np.ndarray  # (Kc,) component index of each member row
     member_lifted: np.ndarray  # (Kc, k + 1) lifted centres
     member_centre: np.ndarray  # (Kc, D)
@@ -85,7 +125,11 @@ class ComponentIndex:
 
     @property
     def n_groups(self) -> int:
-        return int(self.group_centre.shape[0])
+        return int(self.groups.centre.shape[0])
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.cells.centre.shape[0])
 
     @classmethod
     def build(
@@ -106,44 +150,38 @@ class ComponentIndex:
         if indexed.size == 0:
             raise ValueError("no complete component to index")
         C[~M] = 0.0
-        Cc = C[indexed]
+        Cc, sc, bc = C[indexed], s[indexed], b[indexed]
         _, _, vt = np.linalg.svd(Cc - Cc.mean(axis=0), full_matrices=False)
         basis = np.zeros((C.shape[1], LIFT_COMPONENTS))  # fewer axes than that: zero columns lift to 0
         axes = min(LIFT_COMPONENTS, vt.shape[0])
         basis[:, :axes] = vt[:axes].T
         lifted = _lift(Cc, basis)
-        groups = _kmeans_groups(lifted, np.random.default_rng(seed))  # rows of Cc
-        order = np.concatenate(groups)
-        group_start = np.concatenate([[0], np.cumsum([g.size for g in groups])]).astype(np.int64)
-        centre_g = np.array([lifted[g].mean(axis=0) for g in groups])
-        rho = [np.sqrt(((lifted[g] - centre_g[i]) ** 2).sum(axis=1)) for i, g in enumerate(groups)]
-        reach = np.array([r.max() for r in rho])
-        step = np.maximum(2.0 * reach, 1e-12) / (TABLE_POINTS - 1)
-        grid = np.arange(TABLE_POINTS, dtype=np.float64)
-        sc, bc = s[indexed], b[indexed]
-        table = np.array(
-            [
-                (sc[g][None, :] * np.maximum(grid[:, None] * step[i] - rho[i][None, :], 0.0) ** 2 + bc[g][None, :]).min(
-                    axis=1
-                )
-                for i, g in enumerate(groups)
-            ]
-        )
+        rng = np.random.default_rng(seed)
+        groups = _kmeans_groups(lifted, round(lifted.shape[0] / GROUP_SIZE), rng)  # rows of Cc
+        cells: list[np.ndarray] = []
+        cells_per_group = [0]
+        for g in groups:
+            parts = [g[c] for c in _kmeans_groups(lifted[g], round(g.size / CELL_SIZE), rng)]
+            cells.extend(parts)
+            cells_per_group.append(cells_per_group[-1] + len(parts))
+        order = np.concatenate(cells)  # member rows: cell after cell
+        members_per_cell = np.concatenate([[0], np.cumsum([c.size for c in cells])]).astype(np.int64)
+        # Balls index the member rows in `order`.
+        position = np.empty(order.size, dtype=np.int64)
+        position[order] = np.arange(order.size)
+        lifted_o, s_o, b_o = lifted[order], sc[order], bc[order]
+        cell_rows = [position[c] for c in cells]
+        group_rows = [position[g] for g in groups]
         wide = np.hstack([-2.0 * C * s[:, None], M * s[:, None], ((C * C).sum(axis=1) * s + b)[:, None]])
         index = cls(
             basis=basis,
-            group_centre=np.ascontiguousarray(centre_g),
-            group_reach=reach,
-            group_scale=np.array([sc[g].min() for g in groups]),
-            group_bias=np.array([bc[g].min() for g in groups]),
-            group_table=table,
-            group_inv_step=1.0 / step,
-            group_start=group_start,
+            groups=Balls.build(lifted_o, s_o, b_o, group_rows, np.asarray(cells_per_group, dtype=np.int64)),
+            cells=Balls.build(lifted_o, s_o, b_o, cell_rows, members_per_cell),
             member=indexed[order],
-            member_lifted=np.ascontiguousarray(lifted[order]),
+            member_lifted=np.ascontiguousarray(lifted_o),
             member_centre=np.ascontiguousarray(Cc[order]),
-            member_scale=sc[order].copy(),
-            member_bias=bc[order].copy(),
+            member_scale=s_o.copy(),
+            member_bias=b_o.copy(),
             rest=rest,
             rest_exact=np.ascontiguousarray(wide[rest].T, dtype=np.float32),
             rest_centre=C[rest],
@@ -156,6 +194,8 @@ class ComponentIndex:
 
     def search(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
         """``(best score, best component, components scored)`` for complete shifted frames ``X`` (n, D)."""
+        from consumer._index_kernel import search  # numba: imported only once an index is used
+
         X = np.ascontiguousarray(X, dtype=np.float64)
         n = X.shape[0]
         best = np.full(n, np.inf)
@@ -169,18 +209,11 @@ class ComponentIndex:
             best[:] = self.rest_scale[j] * (diff * diff * self.rest_mask[j]).sum(axis=1) + self.rest_bias[j]
             arg[:] = self.rest[j]
             scored += S.size
-        from consumer._index_kernel import search  # numba: imported only once an index is used
-
         scored += search(
             X,
             _lift(X, self.basis),
-            self.group_centre,
-            self.group_reach,
-            self.group_scale,
-            self.group_bias,
-            self.group_table,
-            self.group_inv_step,
-            self.group_start,
+            *self.groups.arrays(),
+            *self.cells.arrays(),
             self.member,
             self.member_lifted,
             self.member_centre,
@@ -199,10 +232,10 @@ def _lift(X: np.ndarray, basis: np.ndarray) -> np.ndarray:
     return np.hstack([p, np.sqrt(rest)[:, None]])
 
 
-def _kmeans_groups(Y: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
-    """Lloyd's k-means with ``GROUP_FACTOR * sqrt(n)`` groups, seeded; the non-empty groups' row indices."""
+def _kmeans_groups(Y: np.ndarray, k: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Lloyd's k-means into ``k`` groups (at least 1, at most ``len(Y)``), seeded; the non-empty groups."""
     n = Y.shape[0]
-    k = max(1, min(n, round(GROUP_FACTOR * float(np.sqrt(n)))))
+    k = max(1, min(n, k))
     centres = Y[rng.choice(n, size=k, replace=False)].copy()
     yy = (Y * Y).sum(axis=1)
     assign = np.zeros(n, dtype=np.int64)
