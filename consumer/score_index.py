@@ -117,7 +117,8 @@ class ComponentIndex:
     member_scale: np.ndarray  # (Kc,)
     member_bias: np.ndarray  # (Kc,)
     rest: np.ndarray  # components with missing coordinates: scored by brute force
-    rest_exact: np.ndarray  # (2D + 1, len(rest)) float32: [x, x*x, 1] @ rest_exact = their scores
+    rest_exact: np.ndarray  # float32: _rest_input(x) @ rest_exact = their scores
+    rest_pairs: bool  # missing coordinates come in (x, y) pairs: the product needs 17 squares, not 34
     rest_centre: np.ndarray  # (len(rest), D) float64, to rescore the winner exactly
     rest_mask: np.ndarray  # (len(rest), D) float64
     rest_scale: np.ndarray
@@ -172,7 +173,12 @@ class ComponentIndex:
         lifted_o, s_o, b_o = lifted[order], sc[order], bc[order]
         cell_rows = [position[c] for c in cells]
         group_rows = [position[g] for g in groups]
-        wide = np.hstack([-2.0 * C * s[:, None], M * s[:, None], ((C * C).sum(axis=1) * s + b)[:, None]])
+        # s_j * (|x|^2 - sum of x_a^2 over the missing a - 2 x.c_j + |c_j|^2) + b_j, with c_j = 0 where missing.
+        pairs = bool((M[:, 0::2] == M[:, 1::2]).all()) if C.shape[1] % 2 == 0 else False
+        missing = (~M[:, 0::2] if pairs else ~M).astype(np.float64)
+        rest_w = np.hstack(
+            [-2.0 * C * s[:, None], s[:, None], ((C * C).sum(axis=1) * s + b)[:, None], -missing * s[:, None]]
+        )
         index = cls(
             basis=basis,
             groups=Balls.build(lifted_o, s_o, b_o, group_rows, np.asarray(cells_per_group, dtype=np.int64)),
@@ -183,7 +189,8 @@ class ComponentIndex:
             member_scale=s_o.copy(),
             member_bias=b_o.copy(),
             rest=rest,
-            rest_exact=np.ascontiguousarray(wide[rest].T, dtype=np.float32),
+            rest_exact=np.ascontiguousarray(rest_w[rest].T, dtype=np.float32),
+            rest_pairs=pairs,
             rest_centre=C[rest],
             rest_mask=M[rest].astype(np.float64),
             rest_scale=s[rest],
@@ -202,7 +209,10 @@ class ComponentIndex:
         arg = np.full(n, -1, dtype=np.int64)
         scored = 0
         if self.rest.size and n:
-            S = np.hstack([X, X * X, np.ones((n, 1))]).astype(np.float32) @ self.rest_exact
+            squares = X * X
+            per_missing = squares[:, 0::2] + squares[:, 1::2] if self.rest_pairs else squares
+            S = np.hstack([X, squares.sum(axis=1, keepdims=True), np.ones((n, 1)), per_missing]).astype(np.float32)
+            S = S @ self.rest_exact
             j = S.argmin(axis=1)
             # The float32 product picks the winner; its score is recomputed in float64, like the kernel's.
             diff = X - self.rest_centre[j]
