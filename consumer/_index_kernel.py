@@ -18,10 +18,12 @@ TOLERANCE = 1e-9
 # so that the compiler unrolls and vectorises each distance.
 LIFTED_DIM = 8
 
-_JIT = {"cache": True, "nogil": True, "fastmath": {"reassoc", "contract", "arcp"}, "error_model": "numpy"}
+# Cached on disk, no GIL, and float reassociation (for vector sums) but not finite-math assumptions:
+# the search compares with infinity.
+_jit = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "arcp"}, error_model="numpy")
 
 
-@numba.njit(**_JIT)
+@_jit
 def _ball_bound(y, b, centre, reach, scale, bias, table, inv_step):
     """Lower bound of the scores of ball ``b``'s members (the module docstring of score_index)."""
     acc = 0.0
@@ -34,7 +36,7 @@ def _ball_bound(y, b, centre, reach, scale, bias, table, inv_step):
     return max(scale[b] * gap * gap + bias[b], table[b, cell])
 
 
-@numba.njit(**_JIT)
+@_jit
 def _visit_cell(x, y, c, cell_start, member, member_lifted, member_centre, member_scale, member_bias, low, low_arg):
     """Members of cell ``c`` whose lifted bound is under ``low`` are scored exactly."""
     scored = 0
@@ -57,7 +59,7 @@ def _visit_cell(x, y, c, cell_start, member, member_lifted, member_centre, membe
     return low, low_arg, scored
 
 
-@numba.njit(**_JIT)
+@_jit
 def search(
     X, Y,
     g_centre, g_reach, g_scale, g_bias, g_table, g_inv_step, g_start,

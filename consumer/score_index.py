@@ -42,6 +42,7 @@ micro-clusters.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -201,7 +202,9 @@ class ComponentIndex:
 
     def search(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
         """``(best score, best component, components scored)`` for complete shifted frames ``X`` (n, D)."""
-        from consumer._index_kernel import search  # numba: imported only once an index is used
+        from consumer._index_kernel import search as compiled  # numba: imported only once an index is used
+
+        search = cast(Any, compiled)  # a numba dispatcher; its arguments are the flat arrays below
 
         X = np.ascontiguousarray(X, dtype=np.float64)
         n = X.shape[0]
