@@ -50,7 +50,7 @@ class ConsumerSettings(ServiceSettings):
     window_size: int = Field(2000, description="Frames per drift window.")
     batch_size: int = Field(2000, description="Largest batch taken from Kafka at once.")
     poll_timeout_s: float = Field(
-        0.02, description="How long one poll waits for frames (bounds the wait of a frame at low rates)."
+        0.01, description="How long one poll waits for frames (bounds the wait of a frame at low rates)."
     )
     delivery_timeout_s: float = Field(
         30.0, description="How long a batch waits for its edge cases / dead letters to be acknowledged."
