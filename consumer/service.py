@@ -364,16 +364,16 @@ class ConsumerService:
         """First offset and next offset per partition of a batch (a partition's messages come in order).
 
         A batch holds runs of messages of one partition; only the two ends of each run are asked for
-        their offsets (this is per frame, so the per-message work is kept to ``partition()``).
+        their offsets (this runs per frame, so the per-message work is kept to two accessors).
         """
         first: dict[tuple[str, int], int] = {}
         following: dict[tuple[str, int], int] = {}
         at = 0
-        for partition, run in groupby([m.partition() for m in msgs]):
+        for (topic, partition), run in groupby([(m.topic(), m.partition()) for m in msgs]):
             size = len(list(run))
             head, tail = msgs[at], msgs[at + size - 1]
             at += size
-            key = (head.topic() or "", partition or 0)
+            key = (topic or "", partition or 0)
             first.setdefault(key, head.offset() or 0)
             following[key] = (tail.offset() or 0) + 1
         return first, following
@@ -402,7 +402,7 @@ class ConsumerService:
         self.producer.poll(0)  # serve the delivery reports that are in
         strict = self.settings.max_inflight_batches == 0
         if len(self._inflight) > self.settings.max_inflight_batches:
-            self._await_deliveries(self.settings.delivery_timeout_s)
+            self._await_oldest(self.settings.delivery_timeout_s)
         # Strict mode commits each batch synchronously before the next: the smallest duplicate window.
         self._settle_ready(asynchronous=not strict)
 
@@ -418,6 +418,20 @@ class ConsumerService:
         if self._inflight:
             log.error("%d batches not acknowledged: their frames stay uncommitted", len(self._inflight))
             self._inflight.clear()
+
+    def _await_oldest(self, timeout_s: float) -> None:
+        """Serve delivery reports until the oldest in-flight batch is acknowledged (at most ``timeout_s``).
+
+        Only the oldest: a flush would also wait for the outputs of the batch just decided, a linger
+        and a round trip the pipeline is there to hide.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self._inflight[0].outstanding > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("outputs of a batch still unacknowledged after %.0fs", timeout_s)
+                return
+            self.producer.poll(min(left, 0.05))
 
     def _await_deliveries(self, timeout_s: float) -> None:
         """Block until every output produced so far is acknowledged (or failed), at most ``timeout_s``."""

@@ -46,3 +46,17 @@ def test_a_zero_band_flags_only_out_of_distribution_frames(monitor: Monitor) -> 
 def test_an_empty_batch_decides_nothing(monitor: Monitor) -> None:
     d = monitor.decide(np.empty((0, 34)))
     assert len(d) == 0 and d.flagged.shape == (0,) and d.prediction.shape == (0,)
+
+
+def test_the_pose_features_are_computed_once_and_give_the_same_decisions(monitor: Monitor) -> None:
+    # With a numpy-served pose model, decide() hands the clustering's pose features to the model.
+    from edgeloop.serving import ServingModel
+
+    served = ServingModel({k: v.numpy() for k, v in monitor.model.state_dict().items()}, "pose")
+    shared = Monitor(monitor.reference, served, 0, DriftMonitor(monitor.reference, window_size=100), 0.3)
+    kps = generate_poses(300, seed=5, missing_rate=0.05)["kps"]
+    d = shared.decide(kps)
+    np.testing.assert_allclose(d.probability, served.predict_proba(kps), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(d.probability, monitor.model.predict_proba(kps), atol=1e-4)
+    assert d.features is not None and np.array_equal(d.features, monitor.reference.features(kps), equal_nan=True)
+    assert np.array_equal(d.score, monitor.reference.score(kps).score, equal_nan=True)

@@ -135,3 +135,15 @@ def test_frames_the_fast_path_cannot_judge_still_pass_when_valid() -> None:
     frame = good_frame(id=9, **{f"note{i}": 'a":b' for i in range(20)})
     batch, errors = decode_batch([encode_frame(frame)])
     assert errors == [] and batch.ids.tolist() == [9]
+
+
+def test_colons_inside_values_do_not_refuse_a_frame_and_real_extra_fields_still_do() -> None:
+    # The pre-check counts single colons first (faster); a timestamp-like string has many of them.
+    stamped = good_frame(
+        id=3,
+        source="cam:01:02:03:04:05:06:07:08:09:10:11:12:13:14:15:16:17:18:19:20:21:22:23:24:25:26:27:28:29:30:31:32:33:34:35",
+    )
+    too_many = good_frame(id=4, **{f"x{i}": i for i in range(33)})
+    batch, errors = decode_batch([encode_frame(stamped), encode_frame(too_many)])
+    assert batch.ids.tolist() == [3]
+    assert [(pos, err.reason) for pos, err in errors] == [(1, "too_many_fields")]
