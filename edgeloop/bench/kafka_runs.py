@@ -54,6 +54,10 @@ def unique(prefix: str) -> str:
     return f"bench-{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+# Frames produced in the first second of a latency run (at most a tenth of it) are its warm-up.
+LATENCY_WARMUP_S = 1.0
+
+
 @dataclass(frozen=True)
 class Throughput:
     """Frames counted from the end of the first batch to the end of the last, and that interval."""
@@ -211,6 +215,7 @@ class ConsumerRun:
     threshold: float
     build_s: float  # constructing the service: registry, reference clustering, clients
     latencies_ms: np.ndarray = field(default_factory=lambda: np.empty(0))
+    produced_ms: np.ndarray = field(default_factory=lambda: np.empty(0))  # each latency's produce timestamp
     timed_out: bool = False
 
 
@@ -261,6 +266,7 @@ def _run_consumer(
     build_s = time.perf_counter() - started
     marks: list[tuple[float, int]] = []
     latencies: list[np.ndarray] = []
+    produced_at: list[np.ndarray] = []
     original = service.process
     first_batch_at: list[float] = []
 
@@ -273,6 +279,7 @@ def _run_consumer(
             now_ms = time.time() * 1000.0
             produced = np.fromiter((m.timestamp()[1] for m in msgs), dtype=np.float64, count=len(msgs))
             latencies.append(now_ms - produced)
+            produced_at.append(produced)
         if not first_batch_at:
             first_batch_at.append(now)
         if consumed >= n_frames or (time_box_s is not None and now - first_batch_at[0] >= time_box_s):
@@ -301,6 +308,7 @@ def _run_consumer(
         threshold=float(reference.threshold),
         build_s=build_s,
         latencies_ms=np.concatenate(latencies) if latencies else np.empty(0),
+        produced_ms=np.concatenate(produced_at) if produced_at else np.empty(0),
         timed_out=timed_out,
     )
 
@@ -409,6 +417,8 @@ class LatencyRun:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    p99_all_ms: float  # warm-up included
+    warmup_s: float  # frames produced this long after the first one are the steady state
     producer: ChildResult
     consumer: ConsumerRun
 
@@ -463,13 +473,21 @@ def measure_latency(
     lat = run.latencies_ms
     if lat.size == 0:
         raise BenchError(f"latency run at {rate:.0f} frames/s: no frame was decided")
+    # Steady state: the first frames wait for the producer's start (its idempotent session, the new
+    # topic's metadata), which is no cost of the consumer; they are left out of p50/p99, kept in
+    # p99_all and max.
+    first = float(run.produced_ms.min())
+    warmup_ms = min(LATENCY_WARMUP_S * 1000.0, 0.1 * (float(run.produced_ms.max()) - first))
+    steady = lat[run.produced_ms >= first + warmup_ms]
     return LatencyRun(
         rate=rate,
         frames=int(lat.size),
         achieved_rate=_achieved_rate(config, topic),
-        p50_ms=float(np.percentile(lat, 50)),
-        p99_ms=float(np.percentile(lat, 99)),
+        p50_ms=float(np.percentile(steady, 50)),
+        p99_ms=float(np.percentile(steady, 99)),
         max_ms=float(lat.max()),
+        p99_all_ms=float(np.percentile(lat, 99)),
+        warmup_s=warmup_ms / 1000.0,
         producer=producer,
         consumer=run,
     )

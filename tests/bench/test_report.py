@@ -80,7 +80,8 @@ def test_latency_scaling_and_processes(tiny_report: dict[str, Any]) -> None:
     r = tiny_report
     assert list(r["latency_ms"]) == ["1000"]
     lat = r["latency_ms"]["1000"]
-    assert 0 <= lat["p50"] <= lat["p99"] <= lat["max"]
+    assert 0 <= lat["p50"] <= lat["p99"] <= lat["max"] and lat["p99_with_warmup"] <= lat["max"]
+    assert 0 < lat["warmup_s"] <= 1.0
     assert lat["frames"] == 1000  # rate x duration, every frame decided
     assert list(r["scaling_micro_clusters"]) == ["20", "60"]
     for count, detail in r["scaling_details"].items():
