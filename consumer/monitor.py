@@ -115,13 +115,25 @@ class Monitor:
     def reason(self, why: Explanation, decisions: BatchDecisions) -> str:
         """One line saying why a frame was flagged."""
         row = why.row
+        return self.describe(
+            why,
+            bool(decisions.is_ood[row]),
+            bool(decisions.uncertain[row]),
+            float(decisions.probability[row]),
+            decisions.model_version,
+        )
+
+    def describe(
+        self, why: Explanation, out_of_distribution: bool, uncertain: bool, probability: float, model_version: int
+    ) -> str:
+        """:meth:`reason` from plain values (the service converts a batch's arrays once, not per frame)."""
         parts = []
-        if decisions.is_ood[row]:
+        if out_of_distribution:
             parts.append(f"out of distribution: {why.reason}")
-        if decisions.uncertain[row]:
+        if uncertain:
             parts.append(
-                f"uncertain prediction: p(horizontal) = {decisions.probability[row]:.2f}, within "
-                f"{self.uncertainty_band:.2f} of 0.5 (model version {decisions.model_version})"
+                f"uncertain prediction: p(horizontal) = {probability:.2f}, within "
+                f"{self.uncertainty_band:.2f} of 0.5 (model version {model_version})"
             )
         return "; ".join(parts)
 

@@ -12,11 +12,12 @@ but at 10,000 the product and the arg-min over it cost about 15 µs per frame on
 them, by branch and bound on lower bounds:
 
 Lifted space
-    Pose features are nearly low-dimensional (for the benchmark's 10,000 micro-clusters of the orientation
-    pack, the first 7 principal axes of the centres hold 96% of their variance). With an orthonormal basis ``V`` of those axes, write
-    ``x = Vp + q`` (``q`` orthogonal to them); by the triangle inequality in the orthogonal complement,
-    ``|x - c|^2 >= |p_x - p_c|^2 + (|q_x| - |q_c|)^2``. Each vector is *lifted* to ``(p, |q|)`` in
-    ``k + 1`` dimensions, and the lift never lengthens a distance.
+    Pose features are nearly low-dimensional (for the benchmark's 10,000 micro-clusters of the
+    orientation pack, the first 7 principal axes of the centres hold 96% of their variance). With an
+    orthonormal basis ``V`` of those axes, write ``x = Vp + q`` (``q`` orthogonal to them); by the
+    triangle inequality in the orthogonal complement, ``|x - c|^2 >= |p_x - p_c|^2 + (|q_x| - |q_c|)^2``.
+    Each vector is *lifted* to ``(p, |q|)`` in ``k + 1`` dimensions, and the lift never lengthens a
+    distance.
 Missing coordinates
     Components whose members never had some coordinate (rare once micro-clusters hold several
     members; 17% of the benchmark's 10,000, mostly singletons from frames with missing keypoints) are

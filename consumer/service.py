@@ -322,25 +322,32 @@ class ConsumerService:
 
     def _publish_edge_cases(self, batch: FrameBatch, d: BatchDecisions, msg_of: list[Message]) -> None:
         flagged_at = datetime.now(UTC).isoformat(timespec="milliseconds")
-        for why in self.monitor.explain(batch.kps, d):
+        explanations = self.monitor.explain(batch.kps, d)
+        rows = [why.row for why in explanations]
+        # Plain Python values, converted once per batch (indexing numpy arrays per frame costs more).
+        ood, unsure, probability, prediction, ids = (
+            a[rows].tolist() for a in (d.is_ood, d.uncertain, d.probability, d.prediction, batch.ids)
+        )
+        version, topic = d.model_version, self.settings.edge_topic
+        for i, why in enumerate(explanations):
             row = why.row
             edge = {
                 **batch.record(row),
                 "score": why.score,
                 "threshold": why.threshold,
-                "reason": self.monitor.reason(why, d),
-                "out_of_distribution": bool(d.is_ood[row]),
-                "uncertain": bool(d.uncertain[row]),
-                "probability": round(float(d.probability[row]), 4),
+                "reason": self.monitor.describe(why, ood[i], unsure[i], probability[i], version),
+                "out_of_distribution": ood[i],
+                "uncertain": unsure[i],
+                "probability": round(probability[i], 4),
                 "deviating_keypoints": list(why.keypoint_names),
                 "nearest_cluster": why.nearest_cluster,
-                "model_version": d.model_version,
-                "prediction": int(d.prediction[row]),
+                "model_version": version,
+                "prediction": prediction[i],
                 "flagged_at": flagged_at,
                 "source_partition": msg_of[row].partition(),
                 "source_offset": msg_of[row].offset(),
             }
-            self._produce(self.settings.edge_topic, orjson.dumps(edge), str(batch.ids[row]).encode())
+            self._produce(topic, orjson.dumps(edge), str(ids[i]).encode())
 
     def _produce(self, topic: str, value: bytes, key: bytes | None, headers: list[Any] | None = None) -> None:
         batch = self._current
