@@ -34,6 +34,8 @@ RUN useradd --system --uid 10001 --create-home --shell /usr/sbin/nologin edgeloo
  && chown edgeloop:edgeloop /registry /data
 USER edgeloop
 WORKDIR /home/edgeloop
+# The installed packages belong to root: numba caches the score index's compiled kernel here instead.
+ENV NUMBA_CACHE_DIR=/home/edgeloop/.cache/numba
 
 EXPOSE 9101 9102 9103
 CMD ["python", "-m", "consumer", "--help"]
