@@ -295,7 +295,7 @@ class ConsumerService:
         for position, error in errors:
             self._dead_letter(frames[position], error)
         decisions = self.monitor.decide(batch.kps)
-        msg_of = [frames[p] for p in batch.positions]
+        msg_of = frames if len(batch) == len(frames) else [frames[p] for p in batch.positions]
         if decisions.flagged.any():
             self._publish_edge_cases(batch, decisions, msg_of)
         try:

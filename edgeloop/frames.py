@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import msgspec
 import numpy as np
@@ -201,6 +201,19 @@ class FrameBatch:
         return [self.record(j) for j in range(len(self.raws))]
 
 
+def _decode_whole_batch(raws: Sequence[bytes | None], max_bytes: int, most_keys: int) -> list[_FrameShape] | None:
+    """Every message of the batch through msgspec in one comprehension, or None as soon as one message
+    needs a closer look (then decode_batch goes message by message, as for any batch with a bad frame)."""
+    if not all(raw and len(raw) <= max_bytes and raw.count(b":") <= most_keys for raw in raws):
+        return None
+    decode = _SHAPE_DECODER.decode
+    try:
+        # Checked non-empty above; no cast() per message in the hot loop.
+        return [decode(raw) for raw in raws]  # type: ignore[arg-type]
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+
+
 def decode_batch(
     raws: Sequence[bytes | None], limits: FrameLimits = FrameLimits()
 ) -> tuple[FrameBatch, list[tuple[int, FrameError]]]:
@@ -219,6 +232,11 @@ def decode_batch(
     # Counting single colons is three times faster and never gives fewer, so it decides most frames.
     most_keys = limits.max_extra_fields + 2
     decode = _SHAPE_DECODER.decode
+    everything = _decode_whole_batch(raws, limits.max_message_bytes, most_keys)
+    if everything is not None:
+        # _decode_whole_batch checked every message is non-empty.
+        shapes, kept, positions = everything, cast(list[bytes], list(raws)), list(range(len(raws)))
+        raws = ()  # nothing left for the loop below
     for i, raw in enumerate(raws):
         if (
             raw
