@@ -47,10 +47,12 @@ from typing import Any, cast
 
 import numpy as np
 
+from edgeloop.kmeans import kmeans
+
 __all__ = ["ComponentIndex"]
 
 LIFT_COMPONENTS = 7  # principal axes; + 1 for the rest: consumer._index_kernel.LIFTED_DIM
-KMEANS_ITERATIONS = 10
+KMEANS_ITERATIONS = 10  # Lloyd iterations at most: the grouping only has to be good, not converged
 # Components per group and per cell (k-means targets), and the grid size of each ball's tabulated bound.
 GROUP_SIZE = 96
 CELL_SIZE = 8
@@ -119,7 +121,7 @@ class ComponentIndex:
     member_scale: np.ndarray  # (Kc,)
     member_bias: np.ndarray  # (Kc,)
     rest: np.ndarray  # components with missing coordinates: scored by brute force
-    rest_exact: np.ndarray  # float32: _rest_input(x) @ rest_exact = their scores
+    rest_exact: np.ndarray  # float32: [x, |x|^2, 1, squares of x per missing unit] @ rest_exact = their scores
     rest_pairs: bool  # missing coordinates come in (x, y) pairs: the product needs 17 squares, not 34
     rest_centre: np.ndarray  # (len(rest), D) float64, to rescore the winner exactly
     rest_mask: np.ndarray  # (len(rest), D) float64
@@ -159,12 +161,11 @@ class ComponentIndex:
         axes = min(LIFT_COMPONENTS, vt.shape[0])
         basis[:, :axes] = vt[:axes].T
         lifted = _lift(Cc, basis)
-        rng = np.random.default_rng(seed)
-        groups = _kmeans_groups(lifted, round(lifted.shape[0] / GROUP_SIZE), rng)  # rows of Cc
+        groups = _kmeans_groups(lifted, round(lifted.shape[0] / GROUP_SIZE), seed)  # rows of Cc
         cells: list[np.ndarray] = []
         cells_per_group = [0]
-        for g in groups:
-            parts = [g[c] for c in _kmeans_groups(lifted[g], round(g.size / CELL_SIZE), rng)]
+        for i, g in enumerate(groups):
+            parts = [g[c] for c in _kmeans_groups(lifted[g], round(g.size / CELL_SIZE), seed + 1 + i)]
             cells.extend(parts)
             cells_per_group.append(cells_per_group[-1] + len(parts))
         order = np.concatenate(cells)  # member rows: cell after cell
@@ -246,21 +247,10 @@ def _lift(X: np.ndarray, basis: np.ndarray) -> np.ndarray:
     return np.hstack([p, np.sqrt(rest)[:, None]])
 
 
-def _kmeans_groups(Y: np.ndarray, k: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Lloyd's k-means into ``k`` groups (at least 1, at most ``len(Y)``), seeded; the non-empty groups."""
-    n = Y.shape[0]
-    k = max(1, min(n, k))
-    centres = Y[rng.choice(n, size=k, replace=False)].copy()
-    yy = (Y * Y).sum(axis=1)
-    assign = np.zeros(n, dtype=np.int64)
-    for _ in range(KMEANS_ITERATIONS + 1):
-        d2 = yy[:, None] - 2.0 * (Y @ centres.T) + (centres * centres).sum(axis=1)[None, :]
-        assign = d2.argmin(axis=1)
-        counts = np.bincount(assign, minlength=k)
-        sums = np.zeros_like(centres)
-        np.add.at(sums, assign, Y)
-        filled = counts > 0
-        centres[filled] = sums[filled] / counts[filled, None]
-    order = np.argsort(assign, kind="stable")
-    edges = np.searchsorted(assign[order], np.arange(k + 1))
+def _kmeans_groups(Y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """The row indices of ``Y``'s groups under k-means into ``k`` groups (clipped to 1..len(Y)), seeded."""
+    k = max(1, min(Y.shape[0], k))
+    labels = kmeans(Y, k, n_init=1, random_state=seed, max_iter=KMEANS_ITERATIONS).labels
+    order = np.argsort(labels, kind="stable")
+    edges = np.searchsorted(labels[order], np.arange(k + 1))
     return [order[edges[g] : edges[g + 1]] for g in range(k) if edges[g + 1] > edges[g]]
