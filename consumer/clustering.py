@@ -103,9 +103,10 @@ AUTO_RADIUS_SAMPLE = 2000
 # The boundary score looks at most this many nearest micro-clusters to gather its neighbourhood.
 NEIGHBOURHOOD_CLUSTERS = 64
 TOP_KEYPOINTS = 3
-# From this many micro-clusters on, the density score searches a two-level index instead of scoring every
-# micro-cluster (consumer/score_index.py; the result is the same).
+# From this many micro-clusters on, the density score searches an exact index instead of scoring every
+# micro-cluster (consumer/score_index.py; the result is the same), this many frames per search.
 INDEX_MIN_CLUSTERS = 2000
+INDEX_BLOCK_ROWS = 4096
 
 
 class ClusteringError(EdgeloopError):
@@ -613,14 +614,14 @@ class ReferenceClusters:
         nearest = np.empty(n, dtype=np.int64)
         minority = np.empty(n) if boundary else None
         flag = np.empty(n) if boundary else density
-        step = _block_rows(self.n_clusters) if index is None else 4096
+        step = _block_rows(self.n_clusters) if index is None else INDEX_BLOCK_ROWS
         for start in range(0, n, step):
             block = F[start : start + step]
             rows = np.arange(block.shape[0])
             present = ~np.isnan(block)
-            whole = present.all(axis=1)
             sl = slice(start, start + block.shape[0])
             if index is not None:
+                whole = present.all(axis=1)
                 # Density score from INDEX_MIN_CLUSTERS on: complete frames through the index (the same
                 # minimum as brute force), frames with missing keypoints by brute force.
                 at = np.flatnonzero(whole) + start

@@ -203,7 +203,11 @@ class FrameBatch:
 
 def _decode_whole_batch(raws: Sequence[bytes | None], max_bytes: int, most_keys: int) -> list[_FrameShape] | None:
     """Every message of the batch through msgspec in one comprehension, or None as soon as one message
-    needs a closer look (then decode_batch goes message by message, as for any batch with a bad frame)."""
+    needs a closer look (then :func:`_decode_each` goes message by message).
+
+    The pre-check is :func:`_decode_each`'s, single colons only: a frame whose strings hold colons just
+    takes the other way.
+    """
     if not all(raw and len(raw) <= max_bytes and raw.count(b":") <= most_keys for raw in raws):
         return None
     decode = _SHAPE_DECODER.decode
@@ -214,29 +218,16 @@ def _decode_whole_batch(raws: Sequence[bytes | None], max_bytes: int, most_keys:
         return None
 
 
-def decode_batch(
-    raws: Sequence[bytes | None], limits: FrameLimits = FrameLimits()
-) -> tuple[FrameBatch, list[tuple[int, FrameError]]]:
-    """Decode a batch of messages: (valid frames, [(position, error) for each bad one]).
-
-    Errors are sorted by position. Each message is decoded and type-checked by msgspec (the C fast
-    path); one it refuses, or one that might carry too many unknown fields, goes through
-    :func:`decode_frame`, which gives the precise error. Finiteness is checked for the whole batch.
-    """
+def _decode_each(
+    raws: Sequence[bytes | None], limits: FrameLimits, most_keys: int
+) -> tuple[list[_FrameShape], list[bytes], list[int], list[tuple[int, FrameError]]]:
+    """Message by message: msgspec when the pre-check allows, else :func:`decode_frame`, which names the
+    problem. Returns the frames, their bytes, their positions, and the errors."""
     shapes: list[_FrameShape] = []
     kept: list[bytes] = []
     positions: list[int] = []
     errors: list[tuple[int, FrameError]] = []
-    # Every key is followed by '":' and a valid frame has at least "id" and "kps": with no more than this
-    # many '":' it cannot carry more unknown fields than the limit (else the slow path counts them).
-    # Counting single colons is three times faster and never gives fewer, so it decides most frames.
-    most_keys = limits.max_extra_fields + 2
     decode = _SHAPE_DECODER.decode
-    everything = _decode_whole_batch(raws, limits.max_message_bytes, most_keys)
-    if everything is not None:
-        # _decode_whole_batch checked every message is non-empty.
-        shapes, kept, positions = everything, cast(list[bytes], list(raws)), list(range(len(raws)))
-        raws = ()  # nothing left for the loop below
     for i, raw in enumerate(raws):
         if (
             raw
@@ -260,6 +251,29 @@ def decode_batch(
         shapes.append(_FrameShape(id=obj["id"], kps=obj["kps"], seq=obj.get("seq"), ts=-1.0 if ts is None else ts))
         kept.append(raw)
         positions.append(i)
+    return shapes, kept, positions, errors
+
+
+def decode_batch(
+    raws: Sequence[bytes | None], limits: FrameLimits = FrameLimits()
+) -> tuple[FrameBatch, list[tuple[int, FrameError]]]:
+    """Decode a batch of messages: (valid frames, [(position, error) for each bad one]).
+
+    Errors are sorted by position. Each message is decoded and type-checked by msgspec (the C fast
+    path); one it refuses, or one that might carry too many unknown fields, goes through
+    :func:`decode_frame`, which gives the precise error. Finiteness is checked for the whole batch.
+    """
+    # Every key is followed by '":' and a valid frame has at least "id" and "kps": with no more than this
+    # many '":' it cannot carry more unknown fields than the limit (else the slow path counts them).
+    # Counting single colons is three times faster and never gives fewer, so it decides most frames.
+    most_keys = limits.max_extra_fields + 2
+    whole = _decode_whole_batch(raws, limits.max_message_bytes, most_keys)
+    if whole is not None:
+        # _decode_whole_batch checked every message is non-empty.
+        shapes, kept, positions = whole, cast(list[bytes], list(raws)), list(range(len(raws)))
+        errors: list[tuple[int, FrameError]] = []
+    else:
+        shapes, kept, positions, errors = _decode_each(raws, limits, most_keys)
     n = len(shapes)
     # One flat pass over the coordinate lists (faster than np.array's nested-list shape discovery).
     kps = np.fromiter(chain.from_iterable(s.kps for s in shapes), dtype=np.float64, count=n * N_COORDS).reshape(
